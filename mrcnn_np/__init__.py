@@ -1,0 +1,12 @@
+"""mrcnn_np: Mask R-CNN (He et al., 2017) written out in NumPy, with Numba for the hot loops.
+
+Every stage is an explicit function with a hand-written backward, checked against finite
+differences and against torchvision. See DESIGN.md for the data flow and conventions.
+"""
+
+__version__ = "0.1.0"
+
+from . import nn, ops  # noqa: E402
+from .log import log  # noqa: E402
+
+__all__ = ["__version__", "log", "nn", "ops"]

@@ -1,4 +1,4 @@
-"""`log(name, array)`: one line with shape, dtype, min and max (the notebooks call it everywhere)."""
+"""`log(name, array)`: one line with shape, dtype, min and max; notebooks call it everywhere."""
 
 import numpy as np
 

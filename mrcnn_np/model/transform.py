@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..nn.module import Module
 from ..ops.interpolate import resize_bilinear, resize_nearest
 
 
@@ -55,21 +56,21 @@ def resized_size(height, width, min_size, max_size):
     return int(math.floor(height * scale)), int(math.floor(width * scale)), scale
 
 
-class GeneralizedRCNNTransform:
+class GeneralizedRCNNTransform(Module):
     """Normalise, resize and batch images (and resize their targets) for the detector."""
 
     def __init__(self, min_size=800, max_size=1333, image_mean=(0.485, 0.456, 0.406),
                  image_std=(0.229, 0.224, 0.225), size_divisible=32, rng=None):
+        super().__init__()
         self.min_size = (min_size,) if np.isscalar(min_size) else tuple(min_size)
         self.max_size = max_size
         self.image_mean = np.asarray(image_mean, np.float32)
         self.image_std = np.asarray(image_std, np.float32)
         self.size_divisible = size_divisible
-        self.training = False
         # picks a training size when min_size has several choices
         self.rng = rng if rng is not None else np.random.default_rng(0)
 
-    def __call__(self, images, targets=None):
+    def forward(self, images, targets=None):
         images = check_images(images)
         if targets is not None and len(targets) != len(images):
             raise ValueError(f"targets: expected one per image ({len(images)}), "

@@ -6,7 +6,7 @@ differences and against torchvision. See DESIGN.md for the data flow and convent
 
 __version__ = "0.1.0"
 
-from . import nn, ops  # noqa: E402
+from . import eval, io, nn, ops  # noqa: E402
 from .log import log  # noqa: E402
 
-__all__ = ["__version__", "log", "nn", "ops"]
+__all__ = ["__version__", "eval", "io", "log", "nn", "ops"]

@@ -5,7 +5,7 @@ import pytest
 
 import mrcnn_np as mn
 from mrcnn_np.model.backbone import resnet_fpn_backbone
-from mrcnn_np.nn import gradcheck as gc
+from mrcnn_np.nn.gradcheck import relative_error, sampled_numerical_gradient
 
 
 def test_state_dict_names_match_torchvision():
@@ -49,7 +49,7 @@ def test_backbone_gradients_match_finite_differences(trainable_layers):
     for name, buf in backbone.named_buffers():
         if name.endswith("running_var"):
             buf[:] = rng.uniform(0.5, 1.5, buf.shape)
-    x = rng.standard_normal((1, 3, 64, 64))
+    x = rng.standard_normal((1, 3, 64, 64))  # C5 is 2x2
     with mn.nn.no_grad():
         shapes = {k: v.shape for k, v in backbone(x).items()}
     douts = {k: rng.standard_normal(s) for k, s in shapes.items()}
@@ -61,22 +61,25 @@ def test_backbone_gradients_match_finite_differences(trainable_layers):
     backbone.zero_grad()
     backbone(x)
     dx = backbone.backward(douts)
-    params = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
-    # one entry per kind of tensor: the stem, a BasicBlock conv, a downsample, the FPN
+    params = dict((n, p) for n, p in backbone.named_parameters() if p.requires_grad)
+    # one entry per kind of tensor: the stem, a BasicBlock conv, a downsample, a BN, the FPN;
+    # a few random entries of each (a full central-difference sweep would take minutes)
     picks = [n for n in ("body.conv1.weight", "body.layer2.0.conv1.weight",
                          "body.layer3.0.downsample.0.weight", "body.layer4.1.bn2.weight",
                          "fpn.inner_blocks.0.0.weight", "fpn.layer_blocks.3.0.bias")
-             if n in dict(params)]
+             if n in params]
+    assert len(picks) == (6 if trainable_layers == 5 else 4)
     for name in picks:
-        param = dict(params)[name]
-        numeric = gc.numerical_gradient(lambda p, param=param: _set_and_eval(param, p, scalar),
-                                        param.data.copy())
-        assert gc.relative_error(param.grad, numeric) < 1e-6, name
+        param = params[name]
+        idx, numeric = sampled_numerical_gradient(
+            lambda p, param=param: _set_and_eval(param, p, scalar), param.data.copy(), count=6)
+        assert relative_error(param.grad.reshape(-1)[idx], numeric) < 1e-6, name
     frozen = [p for _, p in backbone.named_parameters() if not p.requires_grad]
     assert all(p.grad is None for p in frozen)
     if trainable_layers == 5:
-        numeric_dx = gc.numerical_gradient(lambda x_: _eval_at(backbone, x_, douts), x.copy())
-        assert gc.relative_error(dx, numeric_dx) < 1e-6
+        idx, numeric_dx = sampled_numerical_gradient(
+            lambda x_: _eval_at(backbone, x_, douts), x.copy(), count=12)
+        assert relative_error(dx.reshape(-1)[idx], numeric_dx) < 1e-6
     else:
         assert dx is None
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mrcnn_np as mn
-from mrcnn_np.nn import gradcheck as gc
+from mrcnn_np.nn.gradcheck import numerical_gradient, relative_error
 from mrcnn_np.nn.module import Sequential
 
 
@@ -60,11 +60,15 @@ def test_whole_stack_gradients_match_finite_differences(training):
     net(x)
     dx = net.backward(dout)
     net.load_state_dict(state)
-    assert gc.relative_error(dx, gc.numerical_gradient(scalar, x)) < 1e-6
+    assert relative_error(dx, numerical_gradient(scalar, x)) < 1e-6
     for name, param in net.named_parameters():
-        numeric = gc.numerical_gradient(lambda p, param=param: _with(param, p, scalar, x),
-                                        param.data.copy())
-        assert gc.relative_error(param.grad, numeric) < 1e-6, name
+        numeric = numerical_gradient(lambda p, param=param: _with(param, p, scalar, x),
+                                     param.data.copy())
+        if training and name == "0.bias":
+            # a bias followed by batch norm with batch statistics cancels out: zero gradient
+            assert np.abs(param.grad).max() < 1e-12 and np.abs(numeric).max() < 1e-8
+            continue
+        assert relative_error(param.grad, numeric) < 1e-6, name
 
 
 def _with(param, value, scalar, x):

@@ -233,7 +233,9 @@ class RoIHeads(Module):
             out_props.append(props)
             out_idxs.append(matched)
             out_labels.append(labels)
-            out_targets.append(self.box_coder.encode(gt_boxes[matched], props))
+            # without gt boxes there are no positives, whose targets alone are used
+            out_targets.append(self.box_coder.encode(gt_boxes[matched], props)
+                               if len(target["boxes"]) else np.zeros_like(props))
         return out_props, out_idxs, out_labels, out_targets
 
     # -- forward ---------------------------------------------------------------------------

@@ -147,11 +147,12 @@ class RegionProposalNetwork(Module):
         names = list(features)
         levels = [features[name] for name in names]
         objectness, deltas = self.head(levels)
-        anchors = self.anchor_generator(images, levels)
-        num_anchors_per_level = [o.shape[1] * o.shape[2] * o.shape[3] for o in objectness]
+        # every image of the padded batch has the same anchors
+        anchors, num_anchors_per_level = self.anchor_generator(
+            images.tensors.shape[-2:], [f.shape[-2:] for f in levels])
         obj_flat, deltas_flat = flatten_predictions(objectness, deltas)
         n = obj_flat.shape[0]
-        proposals = self.box_coder.decode(deltas_flat.reshape(-1, 4), np.concatenate(anchors))
+        proposals = self.box_coder.decode(deltas_flat.reshape(-1, 4), np.tile(anchors, (n, 1)))
         proposals = proposals.reshape(n, -1, 4)
         boxes = self.filter_proposals(proposals, obj_flat, images.image_sizes,
                                       num_anchors_per_level)
@@ -161,8 +162,9 @@ class RegionProposalNetwork(Module):
             if targets is None:
                 raise ValueError("targets: required in training mode")
             labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
-            regression_targets = [self.box_coder.encode(g, a)
-                                  for g, a in zip(matched_gt_boxes, anchors)]
+            # images without gt boxes have no positives: their targets are never used
+            regression_targets = [self.box_coder.encode(g, anchors) if len(t["boxes"]) else
+                                  np.zeros_like(anchors) for g, t in zip(matched_gt_boxes, targets)]
             loss_obj, loss_box, dobj, ddel = self.compute_loss(
                 obj_flat, deltas_flat, labels, regression_targets)
             losses = {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_box}
@@ -189,13 +191,13 @@ class RegionProposalNetwork(Module):
     def assign_targets_to_anchors(self, anchors, targets):
         """Per image: labels 1 (positive), 0 (negative), -1 (ignored) and the matched gt box."""
         labels, matched = [], []
-        for anchors_i, target in zip(anchors, targets):
+        for target in targets:
             gt = np.asarray(target["boxes"], np.float32).reshape(-1, 4)
             if len(gt) == 0:
-                labels.append(np.zeros(len(anchors_i), np.float32))
-                matched.append(np.zeros_like(anchors_i))
+                labels.append(np.zeros(len(anchors), np.float32))
+                matched.append(np.zeros_like(anchors))
                 continue
-            matches = self.proposal_matcher(box_iou(gt, anchors_i))
+            matches = self.proposal_matcher(box_iou(gt, anchors))
             label = (matches >= 0).astype(np.float32)
             label[matches == Matcher.BETWEEN_THRESHOLDS] = -1.0
             labels.append(label)

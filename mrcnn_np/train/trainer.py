@@ -1,0 +1,159 @@
+"""The training loop: batches from a dataset, forward with losses, `model.backward()`, an SGD
+step; a progress bar with the losses, a JSON-lines log, periodic COCO evaluation, and
+checkpoints that resume exactly (weights, momentum, step and every random generator's state).
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..io.weights import load_npz
+from .evaluate import evaluate_model, to_tensor
+from .optim import SGD, clip_grad_norm, learning_rate
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the loss and the step."""
+
+
+class Trainer:
+    def __init__(self, model, dataset, out_dir, iterations=1000, batch_size=2, lr=0.02,
+                 momentum=0.9, weight_decay=1e-4, warmup_steps=100, schedule="cosine",
+                 milestones=(), max_grad_norm=10.0, hflip=True, val_dataset=None,
+                 eval_every=0, checkpoint_every=0, class_names=None, seed=0, progress=True):
+        if len(dataset) == 0:
+            raise ValueError("dataset: expected at least one training image")
+        self.model, self.dataset = model, dataset
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.iterations, self.batch_size = iterations, batch_size
+        self.base_lr, self.warmup_steps = lr, warmup_steps
+        self.schedule, self.milestones = schedule, milestones
+        self.max_grad_norm, self.hflip = max_grad_norm, hflip
+        self.val_dataset, self.class_names = val_dataset, class_names
+        self.eval_every, self.checkpoint_every = eval_every, checkpoint_every
+        self.progress = progress
+        self.optimizer = SGD(model.named_parameters(), lr, momentum, weight_decay,
+                             no_decay_on_norms_and_biases=True)
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self._order = np.zeros(0, np.int64)
+        self.log_path = self.out_dir / "log.jsonl"
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _next_indices(self):
+        """Walk a fresh permutation of the dataset each epoch."""
+        if len(self._order) < self.batch_size:
+            self._order = np.concatenate([self._order,
+                                          self.rng.permutation(len(self.dataset))])
+        batch, self._order = self._order[:self.batch_size], self._order[self.batch_size:]
+        return batch
+
+    def _load(self, index):
+        image, target = self.dataset[int(index)]
+        image = to_tensor(image)
+        target = {"boxes": np.asarray(target["boxes"], np.float32),
+                  "labels": np.asarray(target["labels"], np.int64),
+                  "masks": np.asarray(target["masks"], np.uint8)}
+        if self.hflip and self.rng.random() < 0.5:
+            width = image.shape[-1]
+            image = image[:, :, ::-1].copy()
+            boxes = target["boxes"].copy()
+            boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+            target["boxes"] = boxes
+            target["masks"] = target["masks"][:, :, ::-1].copy()
+        return image, target
+
+    # -- one step --------------------------------------------------------------------------
+
+    def train_step(self):
+        self.model.train()
+        batch = [self._load(i) for i in self._next_indices()]
+        images, targets = [b[0] for b in batch], [b[1] for b in batch]
+        losses = self.model(images, targets)
+        for name, value in losses.items():
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"{name} is {value} at step {self.step}; lower the "
+                                         "learning rate or check the targets of this batch")
+        self.model.zero_grad()
+        self.model.backward()
+        grad_norm = clip_grad_norm(self.model.parameters(), self.max_grad_norm)
+        lr = learning_rate(self.step, self.base_lr, self.iterations, self.warmup_steps,
+                           schedule=self.schedule, milestones=self.milestones)
+        self.optimizer.step(lr)
+        self.step += 1
+        return {**losses, "loss": float(sum(losses.values())), "lr": lr, "grad_norm": grad_norm}
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def fit(self):
+        """Train until `iterations`; returns the list of logged records."""
+        history = []
+        bar = tqdm(total=self.iterations, initial=self.step, disable=not self.progress,
+                   desc="train", dynamic_ncols=True)
+        start = time.perf_counter()
+        with open(self.log_path, "a") as log:
+            while self.step < self.iterations:
+                record = {"step": self.step + 1, **self.train_step(),
+                          "time": time.perf_counter() - start}
+                if self.eval_every and self.val_dataset is not None and \
+                        (self.step % self.eval_every == 0 or self.step == self.iterations):
+                    record.update(self.evaluate())
+                if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                    self.save_checkpoint(self.out_dir / "checkpoint.npz")
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                mask=f"{record.get('loss_mask', 0):.3f}")
+                bar.update(1)
+        bar.close()
+        return history
+
+    def evaluate(self):
+        evaluators = evaluate_model(self.model, self.val_dataset,
+                                    class_names=self.class_names)
+        return {f"{kind}_AP": float(ev.stats[0]) for kind, ev in evaluators.items()} | \
+            {f"{kind}_AP50": float(ev.stats[1]) for kind, ev in evaluators.items()}
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _generators(self):
+        """Every random stream the run draws from, by name."""
+        gens = {"trainer": self.rng}
+        for name, module in self.model.named_modules():
+            if hasattr(module, "rng") and isinstance(module.rng, np.random.Generator):
+                gens.setdefault(f"model.{name}", module.rng)
+        return gens
+
+    def save_checkpoint(self, path):
+        meta = {"step": self.step, "order": self._order.tolist(),
+                "optimizer": {"step_count": self.optimizer.step_count,
+                              "lr": self.optimizer.lr},
+                "rng": {name: g.bit_generator.state for name, g in self._generators().items()}}
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays |= {f"velocity/{k}": v for k, v in self.optimizer.velocity.items()}
+        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+        return path
+
+    def load_checkpoint(self, path):
+        state = load_npz(path)
+        meta = json.loads(str(state.pop("meta")))
+        self.model.load_state_dict({k[6:]: v for k, v in state.items()
+                                    if k.startswith("model/")})
+        self.optimizer.load_state_dict({
+            **meta["optimizer"],
+            "velocity": {k[9:]: v for k, v in state.items() if k.startswith("velocity/")}})
+        self.step = int(meta["step"])
+        self._order = np.asarray(meta["order"], np.int64)
+        gens = self._generators()
+        for name, rng_state in meta["rng"].items():
+            if name not in gens:
+                raise ValueError(f"checkpoint: random stream {name!r} does not exist here")
+            gens[name].bit_generator.state = rng_state
+        return self

@@ -9,6 +9,15 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True)
+def _valid_columns(kx, width, sw, pw, dw, out_w):
+    """The output columns j whose input column j*sw - pw + kx*dw lies inside [0, width)."""
+    first = kx * dw - pw  # input column of output column 0
+    j_lo = 0 if first >= 0 else (-first + sw - 1) // sw
+    j_hi = min(out_w, (width - 1 - first) // sw + 1) if width - 1 - first >= 0 else 0
+    return j_lo, max(j_hi, j_lo)
+
+
 @numba.njit(cache=True, parallel=True)
 def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):
     """(N, C, H, W) -> (N, C*kh*kw, out_h*out_w): column (i, j) holds the receptive field
@@ -22,19 +31,20 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):
         for ky in range(kh):
             for kx in range(kw):
                 row = (c * kh + ky) * kw + kx
+                j_lo, j_hi = _valid_columns(kx, width, sw, pw, dw, out_w)
+                x0 = j_lo * sw - pw + kx * dw
                 for i in range(out_h):
                     y = i * sh - ph + ky * dh
                     base = i * out_w
                     if y < 0 or y >= height:
-                        for j in range(out_w):
-                            cols[n, row, base + j] = 0
+                        cols[n, row, base:base + out_w] = 0
                         continue
-                    for j in range(out_w):
-                        xx = j * sw - pw + kx * dw
-                        if 0 <= xx < width:
-                            cols[n, row, base + j] = x[n, c, y, xx]
-                        else:
-                            cols[n, row, base + j] = 0
+                    cols[n, row, base:base + j_lo] = 0
+                    # a branch-free copy of the columns inside the map
+                    if j_hi > j_lo:
+                        cols[n, row, base + j_lo:base + j_hi] = \
+                            x[n, c, y, x0:x0 + (j_hi - j_lo - 1) * sw + 1:sw]
+                    cols[n, row, base + j_hi:base + out_w] = 0
     return cols
 
 
@@ -49,15 +59,15 @@ def col2im(cols, channels, height, width, kh, kw, sh, sw, ph, pw, dh, dw, out_h,
         for ky in range(kh):
             for kx in range(kw):
                 row = (c * kh + ky) * kw + kx
+                j_lo, j_hi = _valid_columns(kx, width, sw, pw, dw, out_w)
+                x0 = j_lo * sw - pw + kx * dw
                 for i in range(out_h):
                     y = i * sh - ph + ky * dh
                     if y < 0 or y >= height:
                         continue
-                    base = i * out_w
-                    for j in range(out_w):
-                        xx = j * sw - pw + kx * dw
-                        if 0 <= xx < width:
-                            x[n, c, y, xx] += cols[n, row, base + j]
+                    base = i * out_w + j_lo
+                    for j in range(j_hi - j_lo):
+                        x[n, c, y, x0 + j * sw] += cols[n, row, base + j]
     return x
 
 

@@ -73,10 +73,50 @@ def setup_box_iou(rng):
             lambda: torchvision.ops.box_iou(tensor1, tensor2))
 
 
+# --------------------------------------------------------------------------------------------
+# cases: RoI pooling (1000 RoIs, 256 channels, 7x7, one 200x272 map: P2 of an 800x1088 input)
+
+
+def roi_inputs(rng):
+    x = rng.standard_normal((1, 256, 200, 272)).astype(np.float32)
+    boxes = realistic_boxes(rng, 1000, image=(800, 1088))
+    boxes = mn.ops.clip_boxes_to_image(boxes, (800, 1088))
+    rois = np.concatenate([np.zeros((1000, 1), np.float32), boxes], axis=1)
+    return x, rois, torch.from_numpy(x), torch.from_numpy(rois)
+
+
+def setup_roi_align_forward(rng):
+    x, rois, xt, rt = roi_inputs(rng)
+    return (lambda: mn.ops.roi_align(x, rois, 7, 0.25, 2),
+            lambda: torchvision.ops.roi_align(xt, rt, 7, 0.25, 2))
+
+
+def setup_roi_align_backward(rng):
+    x, rois, xt, rt = roi_inputs(rng)
+    grad = rng.standard_normal((1000, 256, 7, 7)).astype(np.float32)
+    xt.requires_grad_(True)
+    out = torchvision.ops.roi_align(xt, rt, 7, 0.25, 2)
+    grad_t = torch.from_numpy(grad)
+
+    def reference():  # autograd's backward of roi_align alone
+        torch.autograd.grad(out, xt, grad_t, retain_graph=True)
+
+    return (lambda: mn.ops.roi_align_backward(grad, rois, x.shape, 7, 0.25, 2), reference)
+
+
+def setup_roi_pool_forward(rng):
+    x, rois, xt, rt = roi_inputs(rng)
+    return (lambda: mn.ops.roi_pool(x, rois, 7, 0.25),
+            lambda: torchvision.ops.roi_pool(xt, rt, 7, 0.25))
+
+
 CASES = [
     Case("nms 5000 boxes, IoU 0.7", setup_nms),
     Case("batched_nms 5x1000 boxes, IoU 0.7", setup_batched_nms),
     Case("box_iou 2000 x 2000", setup_box_iou),
+    Case("roi_align forward 1000x256x7x7", setup_roi_align_forward),
+    Case("roi_align backward 1000x256x7x7", setup_roi_align_backward),
+    Case("roi_pool forward 1000x256x7x7", setup_roi_pool_forward),
 ]
 
 

@@ -1,7 +1,12 @@
 """conv2d forward and backward at ResNet-50-FPN shapes: mrcnn_np vs torch, same process, same
-inputs, same thread count. Prints ours/torch time ratios and the im2col buffer's extra memory.
+inputs, same thread count. Prints ours/torch time ratios and the extra memory our im2col needs
+(the band buffer that is streamed through, next to what a whole-image im2col would take).
 
-    python benchmarks/bench_layers.py [--repeats 5]
+    python benchmarks/bench_layers.py [--repeats 5] [--rounds 3]
+
+Each time is the best of `repeats` runs after a warm-up; ours and torch's runs alternate in
+`rounds` rounds, so a busy machine slows both alike. torch's backward time is its
+forward+backward (autograd.grad) minus its forward.
 """
 
 import argparse
@@ -13,7 +18,7 @@ import torch
 
 from mrcnn_np.nn import functional as F
 
-# (name, C_in, C_out, kernel, stride, H, W): batch 1, the shapes of a 800x1088 input
+# (name, C_in, C_out, kernel, stride, H, W): batch 1, the shapes of an 800x1088 input
 SHAPES = [
     ("3x3 64->64 @200x272", 64, 64, 3, 1, 200, 272),
     ("1x1 256->64 @200x272", 256, 64, 1, 1, 200, 272),
@@ -33,29 +38,23 @@ def best_time(fn, repeats):
     return min(times)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(numba.get_num_threads())
-    print(f"threads: {numba.get_num_threads()} (numba) / {torch.get_num_threads()} (torch)")
-    print(f"{'shape':<32}{'fwd ours':>10}{'fwd torch':>10}{'ratio':>7}"
-          f"{'bwd ours':>10}{'bwd torch':>10}{'ratio':>7}{'im2col MB':>11}")
-    rng = np.random.default_rng(0)
-    for shape in SHAPES:
-        print(bench_shape(rng, *shape, repeats=args.repeats))
+def im2col_megabytes(c_in, k, s, h, w):
+    """(band buffer, whole-image im2col) in MB; a 1x1 stride-1 convolution needs neither."""
+    out_h, out_w = F.conv_output_size(h, k, s, k // 2, 1), F.conv_output_size(w, k, s, k // 2, 1)
+    g = F.ConvGeometry(k, k, s, s, k // 2, k // 2, 1, 1, out_h, out_w)
+    if g.pointwise:
+        return 0.0, 0.0
+    _, buffer = F._band_buffer(g, c_in * k * k, np.float32)
+    return buffer.nbytes / 2**20, c_in * k * k * out_h * out_w * 4 / 2**20
 
 
-def bench_shape(rng, name, c_in, c_out, k, s, h, w, repeats):
+def bench_shape(rng, name, c_in, c_out, k, s, h, w, repeats, rounds):
     x = rng.standard_normal((1, c_in, h, w)).astype(np.float32)
     wt = (rng.standard_normal((c_out, c_in, k, k)) * 0.05).astype(np.float32)
     b = np.zeros(c_out, np.float32)
     pad = k // 2
     out, cache = F.conv2d(x, wt, b, s, pad)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    ours_f = best_time(lambda: F.conv2d(x, wt, b, s, pad), repeats)
-    ours_b = best_time(lambda: F.conv2d_backward(dout, cache), repeats)
-    extra_mb = 0.0 if k == 1 else cache[2].nbytes / 2**20  # 1x1 convs need no im2col
 
     xt = torch.from_numpy(x).requires_grad_(True)
     wtt = torch.from_numpy(wt).requires_grad_(True)
@@ -70,12 +69,35 @@ def bench_shape(rng, name, c_in, c_out, k, s, h, w, repeats):
         y = torch.nn.functional.conv2d(xt, wtt, bt, s, pad)
         torch.autograd.grad(y, (xt, wtt, bt), dt)
 
-    theirs_f = best_time(torch_forward, repeats)
-    # torch's backward alone: forward+backward minus forward
-    theirs_b = max(best_time(torch_forward_backward, repeats) - theirs_f, 1e-9)
-    return (f"{name:<32}{ours_f * 1e3:>9.1f}m{theirs_f * 1e3:>9.1f}m{ours_f / theirs_f:>7.2f}"
-            f"{ours_b * 1e3:>9.1f}m{theirs_b * 1e3:>9.1f}m{ours_b / theirs_b:>7.2f}"
-            f"{extra_mb:>11.1f}")
+    times = {key: [] for key in ("ours_f", "ours_b", "torch_f", "torch_fb")}
+    for _ in range(rounds):
+        times["ours_f"].append(best_time(lambda: F.conv2d(x, wt, b, s, pad), repeats))
+        times["torch_f"].append(best_time(torch_forward, repeats))
+        times["ours_b"].append(best_time(lambda: F.conv2d_backward(dout, cache), repeats))
+        times["torch_fb"].append(best_time(torch_forward_backward, repeats))
+    ours_f, ours_b, theirs_f, theirs_fb = (min(times[key]) for key in
+                                           ("ours_f", "ours_b", "torch_f", "torch_fb"))
+    theirs_b = max(theirs_fb - theirs_f, 1e-9)
+    band_mb, full_mb = im2col_megabytes(c_in, k, s, h, w)
+    return (f"{name:<30}{ours_f * 1e3:>8.1f}{theirs_f * 1e3:>8.1f}{ours_f / theirs_f:>7.2f}"
+            f"{ours_b * 1e3:>9.1f}{theirs_b * 1e3:>8.1f}{ours_b / theirs_b:>7.2f}"
+            f"{band_mb:>9.1f}{full_mb:>9.1f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(numba.get_num_threads())
+    print(f"threads: {numba.get_num_threads()} (numba and numpy's BLAS) / "
+          f"{torch.get_num_threads()} (torch); times in ms, best of {args.repeats} x "
+          f"{args.rounds} rounds")
+    print(f"{'conv2d, batch 1':<30}{'fwd':>8}{'torch':>8}{'ratio':>7}{'bwd':>9}{'torch':>8}"
+          f"{'ratio':>7}{'band MB':>9}{'full MB':>9}")
+    rng = np.random.default_rng(0)
+    for shape in SHAPES:
+        print(bench_shape(rng, *shape, repeats=args.repeats, rounds=args.rounds), flush=True)
 
 
 if __name__ == "__main__":

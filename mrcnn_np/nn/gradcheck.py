@@ -1,11 +1,15 @@
-"""Finite-difference gradient checks in float64 (central differences).
+"""Finite-difference gradient checks in float64 (central differences), as in CS231n.
 
-    gradcheck(forward, backward, {"x": x, "w": w, "b": b}, wrt=("x", "w", "b"))
+The protocol follows the forward/backward pairs of `functional`:
 
-runs `out, cache = forward(**inputs)`, draws a random `dout`, gets the analytic gradients
-from `backward(dout, cache)` (in the order of `wrt`), and compares each with the numerical
-gradient of `sum(forward(**inputs)[0] * dout)`. Losses, which return `(loss, dinput)`, are
-checked with `loss_gradcheck`. Both return {name: relative error}; below ~1e-7 is right.
+    errors = gradcheck(forward, backward, {"x": x, "w": w, "b": b}, wrt=("x", "w", "b"))
+
+runs `out, cache = forward(**inputs)` (inputs cast to float64), draws a random `dout`, takes
+the analytic gradients from `backward(dout, cache)` (a tuple in the order of `wrt`, or one
+array), and compares each with the central-difference gradient of the scalar
+`sum(forward(**inputs)[0] * dout)`. Losses, which return `(loss, dinput)`, are checked with
+`loss_gradcheck`. Both return {name: relative error}; below ~1e-7 is right, and
+`format_gradcheck_table` prints a list of such results for a notebook.
 """
 
 import numpy as np
@@ -66,9 +70,13 @@ def _as_float64(inputs):
             np.issubdtype(v.dtype, np.floating) else v for k, v in inputs.items()}
 
 
-def gradcheck(forward, backward, inputs, wrt, eps=1e-6, seed=0):
-    """Compare `backward`'s gradients with central differences, for each input in `wrt`."""
+def gradcheck(forward, backward, inputs, wrt=None, eps=1e-6, seed=0):
+    """Compare `backward`'s gradients with central differences, for each input in `wrt`
+    (default: every floating-point array in `inputs`, in order). A gradient that `backward`
+    returns as None (e.g. the bias gradient of a layer without bias) is skipped."""
     inputs = _as_float64(inputs)
+    if wrt is None:
+        wrt = [k for k, v in inputs.items() if isinstance(v, np.ndarray) and v.dtype == np.float64]
     out, cache = forward(**inputs)
     dout = np.random.default_rng(seed).standard_normal(np.shape(out))
     grads = backward(dout, cache)
@@ -174,12 +182,12 @@ def layer_gradchecks(seed=0):
     return rows
 
 
-def layer_gradcheck_table(seed=0, tolerance=1e-6):
-    """`layer_gradchecks` as a printable table (the README's main job prints it)."""
+def format_gradcheck_table(rows, tolerance=1e-6):
+    """Rows (name, {argument: shape}, {argument: relative error}) as a printable table."""
     lines = [f"{'layer':<34}{'input':<18}{'shape':<18}{'rel. error':>12}  ok",
              "-" * 88]
     failures = 0
-    for name, shapes, errors in layer_gradchecks(seed):
+    for name, shapes, errors in rows:
         for arg, err in errors.items():
             ok = err < tolerance
             failures += not ok
@@ -190,3 +198,8 @@ def layer_gradcheck_table(seed=0, tolerance=1e-6):
     verdict = f"{failures} FAILED" if failures else "all gradients agree with finite differences"
     lines.append(f"{verdict} (float64 central differences, tolerance {tolerance:g})")
     return "\n".join(lines)
+
+
+def layer_gradcheck_table(seed=0, tolerance=1e-6):
+    """`layer_gradchecks` as a printable table (`mrcnn-np gradcheck` and notebook 01 print it)."""
+    return format_gradcheck_table(layer_gradchecks(seed), tolerance)

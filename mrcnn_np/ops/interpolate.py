@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from ..nn.functional import nearest_source_indices as nearest_indices
+
 
 def _check(x, name="x"):
     x = np.asarray(x)
@@ -88,17 +90,6 @@ def resize_bilinear_backward(dout, cache):
     for idx, weight in ((hy0, wy0), (hy1, wy1)):
         np.add.at(dx, (slice(None), idx), drows * weight[:, None])
     return dx.reshape(*lead, *shape[-2:])
-
-
-def nearest_indices(n_in, n_out):
-    """torch's 'nearest' source index per output index."""
-    if n_out == n_in:
-        return np.arange(n_out)
-    if n_out == 2 * n_in:
-        return np.arange(n_out) >> 1
-    scale = np.float32(n_in) / np.float32(n_out)
-    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(src, n_in - 1)
 
 
 def resize_nearest(x, size):

@@ -163,6 +163,24 @@ def _roi_samples(roi, scale, ph, pw, sampling_ratio, aligned, height, width):
     return index, weight, max(samples, 1), samples
 
 
+@numba.njit(cache=True)
+def _sample(plane, index, weight, b, s):
+    """Bilinear value of sample s of bin b: the four taps' weighted sum."""
+    return (weight[b, s, 0] * plane[index[b, s, 0]] + weight[b, s, 1] * plane[index[b, s, 1]]
+            + weight[b, s, 2] * plane[index[b, s, 2]] + weight[b, s, 3] * plane[index[b, s, 3]])
+
+
+@numba.njit(cache=True)
+def _largest_sample(plane, index, weight, b, samples):
+    """Which sample of bin b has the largest value (the first of equal ones), for mode max."""
+    best, best_s = -np.inf, 0
+    for s in range(samples):
+        v = _sample(plane, index, weight, b, s)
+        if v > best:
+            best, best_s = v, s
+    return best_s
+
+
 @numba.njit(cache=True, parallel=True)
 def _forward_kernel(x, rois, ph, pw, scale, sampling_ratio, aligned, use_max):
     n_img, channels, height, width = x.shape
@@ -174,19 +192,14 @@ def _forward_kernel(x, rois, ph, pw, scale, sampling_ratio, aligned, use_max):
         for c in range(channels):
             plane = x[n, c].ravel()
             for b in range(ph * pw):
-                best = -np.inf
-                total = 0.0
-                for s in range(samples):
-                    v = (weight[b, s, 0] * plane[index[b, s, 0]]
-                         + weight[b, s, 1] * plane[index[b, s, 1]]
-                         + weight[b, s, 2] * plane[index[b, s, 2]]
-                         + weight[b, s, 3] * plane[index[b, s, 3]])
-                    total += v
-                    if v > best:
-                        best = v
                 if use_max:
-                    out[k, c, b // pw, b % pw] = best if samples > 0 else 0.0
+                    best = _largest_sample(plane, index, weight, b, samples)
+                    out[k, c, b // pw, b % pw] = _sample(plane, index, weight, b, best) \
+                        if samples > 0 else 0.0
                 else:
+                    total = 0.0
+                    for s in range(samples):
+                        total += _sample(plane, index, weight, b, s)
                     out[k, c, b // pw, b % pw] = total / count
     return out
 
@@ -208,17 +221,7 @@ def _backward_kernel(grad, x, rois, n_img, height, width, scale, sampling_ratio,
                     if g == 0 or samples == 0:
                         continue
                     if use_max:
-                        plane = x[n, c].ravel()
-                        best = -np.inf
-                        best_s = 0
-                        for s in range(samples):
-                            v = (weight[b, s, 0] * plane[index[b, s, 0]]
-                                 + weight[b, s, 1] * plane[index[b, s, 1]]
-                                 + weight[b, s, 2] * plane[index[b, s, 2]]
-                                 + weight[b, s, 3] * plane[index[b, s, 3]])
-                            if v > best:
-                                best = v
-                                best_s = s
+                        best_s = _largest_sample(x[n, c].ravel(), index, weight, b, samples)
                         for q in range(4):
                             partial[t, n, c, index[b, best_s, q]] += g * weight[b, best_s, q]
                     else:

@@ -3,22 +3,31 @@ torchvision's exact rules (REFERENCE.md Sec. 6.5).
 
 A RoI is cut into ph x pw bins *without rounding*; in each bin a gh x gw grid of points is
 sampled by bilinear interpolation of the four nearest feature-map pixels, and the samples are
-averaged (or, as an option the paper also allows, max-pooled). With `aligned=True` the RoI is
-shifted by half a pixel first, so that pixel centres sit at integer + 0.5 (Detectron2's
-correction); `aligned=False` is what torchvision's Mask R-CNN uses.
+averaged (or, as an option the paper also allows, max-pooled: `mode="max"`). With
+`aligned=True` the RoI is shifted by half a pixel first, so that pixel centres sit at
+integer + 0.5 (Detectron2's correction); `aligned=False` is what torchvision's Mask R-CNN uses.
 
 Rules of the sampling, per RoI (x1, y1, x2, y2) in image coordinates and `spatial_scale`:
 
-* start = x1 * scale - offset (offset 0.5 if aligned), size = (x2 - x1) * scale; without
-  `aligned` the size is at least 1 pixel;
-* bin size = size / pooled size; grid gh = sampling_ratio, or ceil(size_h / ph) if it is <= 0;
+* start = x1 * scale - offset (offset 0.5 if aligned), size = x2 * scale - offset - start;
+  without `aligned` the size is at least 1 pixel;
+* bin size = size / pooled size; grid gh = sampling_ratio, or ceil(size_h / ph) if it is <= 0
+  (adaptive, per RoI; 0 is possible only with `aligned`);
 * sample (iy, ix) of bin (i, j) at y = start_y + i*bin_h + (iy + 0.5) * bin_h / gh;
-* a sample with y < -1 or y > H (same for x) contributes 0; otherwise y is clamped at 0 and a
-  sample at or past the last row/column uses that row/column alone;
-* bin value = sum of samples / max(gh * gw, 1) (dropped samples still count).
+* a sample with y < -1 or y > H (same for x) is dropped: it reads 0 and has no gradient;
+  otherwise y is clamped at 0, and a sample at or past the last row/column uses that row or
+  column alone;
+* avg: bin value = sum of samples / max(gh * gw, 1) (dropped samples still count; an empty
+  grid gives 0). max: the largest sample (dropped ones read 0), the first of equal ones.
 
 The backward sends each output gradient back to the four pixels of every sample with the
-same bilinear weights (divided by the count).
+same bilinear weights (divided by the count); in max mode only the largest sample's four
+pixels receive it, so `roi_align_backward(..., mode="max", x=x)` needs the forward's input to
+find that sample again (nothing else is stored between the two calls).
+
+The Numba kernels do their arithmetic in the input's dtype, in torchvision's order of
+operations (the four taps of every sample computed once per RoI and reused for all channels,
+as torchvision's `pre_calc`): float32 results are bitwise torchvision's, forward and backward.
 """
 
 import math
@@ -28,9 +37,12 @@ import numpy as np
 
 from ._roi_checks import check_features, check_rois, output_pair
 
+# --------------------------------------------------------------------------------------------
+# reference: the paper's Figure 3 as plain loops
+
 
 def _geometry(roi, scale, ph, pw, sampling_ratio, aligned):
-    """Start, bin sizes and grid of one RoI (plain Python, for the reference)."""
+    """Start (x, y), bin sizes (h, w) and sampling grid (gh, gw) of one RoI."""
     offset = 0.5 if aligned else 0.0
     x1, y1 = roi[1] * scale - offset, roi[2] * scale - offset
     width, height = roi[3] * scale - offset - x1, roi[4] * scale - offset - y1
@@ -42,7 +54,7 @@ def _geometry(roi, scale, ph, pw, sampling_ratio, aligned):
 
 
 def bilinear_weights(y, x, height, width):
-    """The four (row, col, weight) taps of a sample, or [] if it falls outside the map."""
+    """The four (row, col, weight) taps of a sample at (y, x), or [] if it is dropped."""
     if y < -1.0 or y > height or x < -1.0 or x > width:
         return []
     y, x = max(y, 0.0), max(x, 0.0)
@@ -77,162 +89,220 @@ def sampling_points(roi, output_size, spatial_scale=1.0, sampling_ratio=-1, alig
     return points
 
 
+def _bin_taps(roi, i, j, geometry, height, width):
+    """Per sample of bin (i, j): its bilinear taps (possibly [] for a dropped sample)."""
+    x1, y1, bin_h, bin_w, gh, gw = geometry
+    return [bilinear_weights(y1 + i * bin_h + (iy + 0.5) * bin_h / gh,
+                             x1 + j * bin_w + (ix + 0.5) * bin_w / gw, height, width)
+            for iy in range(gh) for ix in range(gw)]
+
+
 def roi_align_reference(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
-                        aligned=False):
+                        aligned=False, mode="avg"):
     """RoIAlign as plain loops over RoIs, bins and sampling points (slow; for reading)."""
+    use_max = _check_mode(mode)
     ph, pw = output_pair(output_size)
     height, width = x.shape[2:]
     out = np.zeros((len(rois), x.shape[1], ph, pw), dtype=x.dtype)
     for k, roi in enumerate(np.asarray(rois, np.float64)):
         n = int(roi[0])
-        x1, y1, bin_h, bin_w, gh, gw = _geometry(roi, spatial_scale, ph, pw, sampling_ratio,
-                                                 aligned)
-        count = max(gh * gw, 1)
+        geometry = _geometry(roi, spatial_scale, ph, pw, sampling_ratio, aligned)
+        gh, gw = geometry[4:]
         for i in range(ph):
             for j in range(pw):
-                total = np.zeros(x.shape[1])
-                for iy in range(gh):
-                    y = y1 + i * bin_h + (iy + 0.5) * bin_h / gh
-                    for ix in range(gw):
-                        xx = x1 + j * bin_w + (ix + 0.5) * bin_w / gw
-                        for r, c, w in bilinear_weights(y, xx, height, width):
-                            total += w * x[n, :, r, c]
-                out[k, :, i, j] = total / count
+                # one row per sample, one column per channel; a dropped sample reads 0
+                values = np.zeros((max(gh * gw, 1), x.shape[1]))
+                for s, taps in enumerate(_bin_taps(roi, i, j, geometry, height, width)):
+                    for r, c, w in taps:
+                        values[s] += w * x[n, :, r, c]
+                if use_max:
+                    out[k, :, i, j] = values.max(axis=0)
+                else:
+                    out[k, :, i, j] = values.sum(axis=0) / max(gh * gw, 1)
     return out
 
 
+def roi_align_backward_reference(grad_out, rois, input_shape, output_size, spatial_scale=1.0,
+                                 sampling_ratio=-1, aligned=False, mode="avg", x=None):
+    """The gradient of roi_align_reference as plain loops: every bin's gradient goes back to
+    the taps of its samples (avg), or of its largest sample, channel by channel (max)."""
+    use_max = _check_mode(mode)
+    ph, pw = output_pair(output_size)
+    height, width = input_shape[2:]
+    grad_x = np.zeros(input_shape, np.float64)
+    for k, roi in enumerate(np.asarray(rois, np.float64)):
+        n = int(roi[0])
+        geometry = _geometry(roi, spatial_scale, ph, pw, sampling_ratio, aligned)
+        count = max(geometry[4] * geometry[5], 1)
+        for i in range(ph):
+            for j in range(pw):
+                samples = _bin_taps(roi, i, j, geometry, height, width)
+                if not use_max:
+                    for taps in samples:
+                        for r, c, w in taps:
+                            grad_x[n, :, r, c] += w * grad_out[k, :, i, j] / count
+                    continue
+                for channel in range(input_shape[1]):
+                    values = [sum(w * x[n, channel, r, c] for r, c, w in taps)
+                              for taps in samples]
+                    if values:
+                        for r, c, w in samples[int(np.argmax(values))]:
+                            grad_x[n, channel, r, c] += w * grad_out[k, channel, i, j]
+    return grad_x.astype(grad_out.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Numba kernels
+
+
 @numba.njit(cache=True)
-def _roi_samples(roi, scale, ph, pw, sampling_ratio, aligned, height, width):
-    """Per bin and sample: the 4 flat pixel indices and weights (weight 0 for dropped samples).
-    Returns (index (ph*pw, S, 4), weight (ph*pw, S, 4), count, S)."""
-    offset = 0.5 if aligned else 0.0
-    x1 = roi[1] * scale - offset
-    y1 = roi[2] * scale - offset
-    roi_w = roi[3] * scale - offset - x1
-    roi_h = roi[4] * scale - offset - y1
+def _roi_taps(roi, scale, ph, pw, sampling_ratio, aligned, height, width):
+    """The four taps of every sample of one RoI, in the RoI's dtype and torchvision's order of
+    operations. Returns (index (ph*pw*S, 4) flat pixel indices, -1 for a dropped sample;
+    weight (ph*pw*S, 4); S = samples per bin; count = max(S, 1))."""
+    T = roi.dtype.type
+    offset = T(0.5) if aligned else T(0.0)
+    start_w = roi[1] * T(scale) - offset
+    start_h = roi[2] * T(scale) - offset
+    roi_w = (roi[3] * T(scale) - offset) - start_w
+    roi_h = (roi[4] * T(scale) - offset) - start_h
     if not aligned:
-        roi_w = max(roi_w, 1.0)
-        roi_h = max(roi_h, 1.0)
-    bin_h = roi_h / ph
-    bin_w = roi_w / pw
-    gh = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / ph))
-    gw = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / pw))
-    gh = max(gh, 0)
-    gw = max(gw, 0)
+        roi_w = max(roi_w, T(1))
+        roi_h = max(roi_h, T(1))
+    bin_h = roi_h / T(ph)
+    bin_w = roi_w / T(pw)
+    gh = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / T(ph)))
+    gw = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / T(pw)))
     samples = gh * gw
-    index = np.zeros((ph * pw, max(samples, 1), 4), np.int64)
-    weight = np.zeros((ph * pw, max(samples, 1), 4), np.float64)
+    index = np.full((ph * pw * samples, 4), -1, np.int64)
+    weight = np.zeros((ph * pw * samples, 4), roi.dtype)
+    row = 0
     for i in range(ph):
         for j in range(pw):
-            b = i * pw + j
             for iy in range(gh):
-                y = y1 + i * bin_h + (iy + 0.5) * bin_h / gh
+                y = start_h + T(i) * bin_h + (T(iy) + T(0.5)) * bin_h / T(gh)
                 for ix in range(gw):
-                    x = x1 + j * bin_w + (ix + 0.5) * bin_w / gw
-                    s = iy * gw + ix
-                    if y < -1.0 or y > height or x < -1.0 or x > width:
-                        continue
-                    yy = max(y, 0.0)
-                    xx = max(x, 0.0)
-                    r0 = int(yy)
-                    c0 = int(xx)
-                    if r0 >= height - 1:
-                        r0 = height - 1
-                        r1 = r0
-                        yy = float(r0)
-                    else:
-                        r1 = r0 + 1
-                    if c0 >= width - 1:
-                        c0 = width - 1
-                        c1 = c0
-                        xx = float(c0)
-                    else:
-                        c1 = c0 + 1
-                    ly = yy - r0
-                    lx = xx - c0
-                    hy = 1.0 - ly
-                    hx = 1.0 - lx
-                    index[b, s, 0] = r0 * width + c0
-                    index[b, s, 1] = r0 * width + c1
-                    index[b, s, 2] = r1 * width + c0
-                    index[b, s, 3] = r1 * width + c1
-                    weight[b, s, 0] = hy * hx
-                    weight[b, s, 1] = hy * lx
-                    weight[b, s, 2] = ly * hx
-                    weight[b, s, 3] = ly * lx
-    return index, weight, max(samples, 1), samples
+                    x = start_w + T(j) * bin_w + (T(ix) + T(0.5)) * bin_w / T(gw)
+                    if not (y < -1.0 or y > height or x < -1.0 or x > width):
+                        _fill_taps(y, x, height, width, index[row], weight[row])
+                    row += 1
+    return index, weight, samples, T(max(samples, 1))
 
 
 @numba.njit(cache=True)
-def _sample(plane, index, weight, b, s):
-    """Bilinear value of sample s of bin b: the four taps' weighted sum."""
-    return (weight[b, s, 0] * plane[index[b, s, 0]] + weight[b, s, 1] * plane[index[b, s, 1]]
-            + weight[b, s, 2] * plane[index[b, s, 2]] + weight[b, s, 3] * plane[index[b, s, 3]])
+def _fill_taps(y, x, height, width, index, weight):
+    """Bilinear taps of one sample inside the map (see `bilinear_weights`)."""
+    T = weight.dtype.type
+    y = max(y, T(0))
+    x = max(x, T(0))
+    y0 = int(y)
+    x0 = int(x)
+    if y0 >= height - 1:
+        y0 = y1 = height - 1
+        y = T(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= width - 1:
+        x0 = x1 = width - 1
+        x = T(x0)
+    else:
+        x1 = x0 + 1
+    ly = y - T(y0)
+    lx = x - T(x0)
+    hy = T(1) - ly
+    hx = T(1) - lx
+    index[0], index[1] = y0 * width + x0, y0 * width + x1
+    index[2], index[3] = y1 * width + x0, y1 * width + x1
+    weight[0], weight[1], weight[2], weight[3] = hy * hx, hy * lx, ly * hx, ly * lx
 
 
 @numba.njit(cache=True)
-def _largest_sample(plane, index, weight, b, samples):
-    """Which sample of bin b has the largest value (the first of equal ones), for mode max."""
-    best, best_s = -np.inf, 0
-    for s in range(samples):
-        v = _sample(plane, index, weight, b, s)
+def _sample_value(plane, index, weight, s):
+    """Bilinear value of sample s on a flat (H*W) plane; a dropped sample reads 0."""
+    if index[s, 0] < 0:
+        return plane.dtype.type(0)
+    return (weight[s, 0] * plane[index[s, 0]] + weight[s, 1] * plane[index[s, 1]]
+            + weight[s, 2] * plane[index[s, 2]] + weight[s, 3] * plane[index[s, 3]])
+
+
+@numba.njit(cache=True)
+def _largest_sample(plane, index, weight, first, samples):
+    """Row of the largest of samples first .. first+samples-1 (the first of equal ones)."""
+    best, best_s = _sample_value(plane, index, weight, first), first
+    for s in range(first + 1, first + samples):
+        v = _sample_value(plane, index, weight, s)
         if v > best:
             best, best_s = v, s
     return best_s
 
 
 @numba.njit(cache=True, parallel=True)
-def _forward_kernel(x, rois, ph, pw, scale, sampling_ratio, aligned, use_max):
-    n_img, channels, height, width = x.shape
-    out = np.zeros((rois.shape[0], channels, ph, pw), x.dtype)
+def _forward_kernel(x, rois, height, width, ph, pw, scale, sampling_ratio, aligned, use_max):
+    """x (N, C, H*W) -> (K, C, ph*pw); parallel over RoIs, which write disjoint outputs."""
+    channels = x.shape[1]
+    out = np.zeros((rois.shape[0], channels, ph * pw), x.dtype)
     for k in numba.prange(rois.shape[0]):
         n = int(rois[k, 0])
-        index, weight, count, samples = _roi_samples(rois[k], scale, ph, pw, sampling_ratio,
-                                                     aligned, height, width)
+        index, weight, samples, count = _roi_taps(rois[k], scale, ph, pw, sampling_ratio,
+                                                  aligned, height, width)
+        if samples == 0:
+            continue  # an empty grid (aligned RoIs only) pools to 0
         for c in range(channels):
-            plane = x[n, c].ravel()
+            plane = x[n, c]
             for b in range(ph * pw):
+                first = b * samples
                 if use_max:
-                    best = _largest_sample(plane, index, weight, b, samples)
-                    out[k, c, b // pw, b % pw] = _sample(plane, index, weight, b, best) \
-                        if samples > 0 else 0.0
+                    best = _largest_sample(plane, index, weight, first, samples)
+                    out[k, c, b] = _sample_value(plane, index, weight, best)
                 else:
-                    total = 0.0
-                    for s in range(samples):
-                        total += _sample(plane, index, weight, b, s)
-                    out[k, c, b // pw, b % pw] = total / count
+                    total = x.dtype.type(0)
+                    for s in range(first, first + samples):
+                        total += _sample_value(plane, index, weight, s)
+                    out[k, c, b] = total / count
     return out
 
 
 @numba.njit(cache=True, parallel=True)
-def _backward_kernel(grad, x, rois, n_img, height, width, scale, sampling_ratio, aligned,
-                     use_max, n_chunks):
-    k_total, channels, ph, pw = grad.shape
-    # one accumulation buffer per chunk of RoIs, so the parallel scatter is race-free
-    partial = np.zeros((n_chunks, n_img, channels, height * width), grad.dtype)
+def _backward_kernel(grad, x, rois, n_img, height, width, ph, pw, scale, sampling_ratio,
+                     aligned, use_max, n_chunks):
+    """grad (K, C, ph*pw) -> (N, C, H*W). The (image, channel) planes are split into
+    `n_chunks` contiguous ranges, one per thread: a thread scatters only into its own planes,
+    so there is no race, and it visits the RoIs in order, so every pixel receives its
+    contributions in torchvision's order (bitwise the same sums)."""
+    channels = grad.shape[1]
+    grad_x = np.zeros((n_img, channels, height * width), grad.dtype)
+    planes = n_img * channels
     for t in numba.prange(n_chunks):
-        for k in range(t, k_total, n_chunks):
+        lo, hi = t * planes // n_chunks, (t + 1) * planes // n_chunks
+        for k in range(rois.shape[0]):
             n = int(rois[k, 0])
-            index, weight, count, samples = _roi_samples(rois[k], scale, ph, pw,
-                                                         sampling_ratio, aligned, height, width)
-            for c in range(channels):
+            c_lo, c_hi = max(lo - n * channels, 0), min(hi - n * channels, channels)
+            if c_lo >= c_hi:
+                continue  # this RoI's image has no plane in this chunk
+            index, weight, samples, count = _roi_taps(rois[k], scale, ph, pw, sampling_ratio,
+                                                      aligned, height, width)
+            if samples == 0:
+                continue
+            for c in range(c_lo, c_hi):
+                target = grad_x[n, c]
                 for b in range(ph * pw):
-                    g = grad[k, c, b // pw, b % pw]
-                    if g == 0 or samples == 0:
-                        continue
+                    g = grad[k, c, b]
+                    first = b * samples
                     if use_max:
-                        best_s = _largest_sample(x[n, c].ravel(), index, weight, b, samples)
-                        for q in range(4):
-                            partial[t, n, c, index[b, best_s, q]] += g * weight[b, best_s, q]
-                    else:
-                        for s in range(samples):
+                        s = _largest_sample(x[n, c], index, weight, first, samples)
+                        if index[s, 0] >= 0:
                             for q in range(4):
-                                partial[t, n, c, index[b, s, q]] += \
-                                    g * weight[b, s, q] / count
-    out = partial[0].copy()
-    for t in range(1, n_chunks):
-        out += partial[t]
-    return out.reshape(n_img, channels, height, width)
+                                target[index[s, q]] += g * weight[s, q]
+                        continue
+                    for s in range(first, first + samples):
+                        if index[s, 0] >= 0:
+                            for q in range(4):
+                                target[index[s, q]] += g * weight[s, q] / count
+    return grad_x
+
+
+# --------------------------------------------------------------------------------------------
+# public functions
 
 
 def _check_mode(mode):
@@ -244,40 +314,51 @@ def _check_mode(mode):
 def roi_align(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False,
               mode="avg"):
     """Pool each RoI of `rois` (K, 5: batch index, x1, y1, x2, y2) from `x` (N, C, H, W)
-    into (K, C, ph, pw). `mode="max"` takes the largest sample of a bin instead of the mean."""
+    into (K, C, ph, pw), in x's dtype. `mode="max"` takes the largest sample of a bin instead
+    of the mean."""
     x = check_features(x)
     rois = check_rois(rois, x.shape[0], x.dtype)
     ph, pw = output_pair(output_size)
     use_max = _check_mode(mode)
-    if len(rois) == 0:
-        return np.zeros((0, x.shape[1], ph, pw), x.dtype)
-    return _forward_kernel(np.ascontiguousarray(x), rois, ph, pw, float(spatial_scale),
-                           int(sampling_ratio), bool(aligned), use_max)
+    n_img, channels, height, width = x.shape
+    if len(rois) == 0 or x.size == 0:
+        return np.zeros((len(rois), channels, ph, pw), x.dtype)
+    flat = np.ascontiguousarray(x).reshape(n_img, channels, height * width)
+    out = _forward_kernel(flat, rois, height, width, ph, pw, float(spatial_scale),
+                          int(sampling_ratio), bool(aligned), use_max)
+    return out.reshape(len(rois), channels, ph, pw)
 
 
 def roi_align_backward(grad_out, rois, input_shape, output_size, spatial_scale=1.0,
                        sampling_ratio=-1, aligned=False, mode="avg", x=None):
-    """Gradient of roi_align with respect to its input, (N, C, H, W). The max mode needs the
-    forward's input `x=` to find each bin's largest sample again."""
-    n_img, channels, height, width = (int(v) for v in input_shape)
+    """Gradient of roi_align with respect to its input: (N, C, H, W) = `input_shape`, in
+    grad_out's dtype. `mode="max"` also needs the forward's input `x=` (of `input_shape`), to
+    find each bin's largest sample again."""
     use_max = _check_mode(mode)
+    input_shape = tuple(int(v) for v in input_shape)
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape: expected (N, C, H, W), got {input_shape}")
+    n_img, channels, height, width = input_shape
     grad_out = np.asarray(grad_out)
     if not np.issubdtype(grad_out.dtype, np.floating):
         raise TypeError(f"grad_out: expected a floating dtype, got {grad_out.dtype}")
     rois = check_rois(rois, n_img, grad_out.dtype)
     ph, pw = output_pair(output_size)
     if grad_out.shape != (len(rois), channels, ph, pw):
-        raise ValueError(f"grad_out: expected shape {(len(rois), channels, ph, pw)}, "
-                         f"got {grad_out.shape}")
+        raise ValueError(f"grad_out: expected shape {(len(rois), channels, ph, pw)} "
+                         f"(K, C, ph, pw), got {grad_out.shape}")
     if use_max:
-        if x is None or tuple(x.shape) != tuple(input_shape):
-            raise ValueError("x: mode='max' needs the forward's input x of shape input_shape")
-        x = np.ascontiguousarray(x, dtype=grad_out.dtype)
+        if x is None or np.shape(x) != input_shape:
+            raise ValueError(f"x: mode='max' needs the forward's input, of shape {input_shape},"
+                             f" got {None if x is None else np.shape(x)}")
+        x = np.ascontiguousarray(x, grad_out.dtype).reshape(n_img, channels, height * width)
     else:
-        x = np.zeros((1, 1, 1, 1), grad_out.dtype)
-    if len(rois) == 0:
-        return np.zeros(tuple(input_shape), grad_out.dtype)
-    chunks = max(1, min(numba.get_num_threads(), len(rois)))
-    return _backward_kernel(np.ascontiguousarray(grad_out), x, rois, n_img, height, width,
-                            float(spatial_scale), int(sampling_ratio), bool(aligned),
-                            use_max, chunks)
+        x = np.zeros((1, 1, 1), grad_out.dtype)  # unused
+    if len(rois) == 0 or n_img * channels * height * width == 0:
+        return np.zeros(input_shape, grad_out.dtype)
+    grad = np.ascontiguousarray(grad_out).reshape(len(rois), channels, ph * pw)
+    chunks = min(numba.get_num_threads(), n_img * channels)
+    grad_x = _backward_kernel(grad, x, rois, n_img, height, width, ph, pw,
+                              float(spatial_scale), int(sampling_ratio), bool(aligned),
+                              use_max, chunks)
+    return grad_x.reshape(input_shape)

@@ -2,16 +2,9 @@
 
 import numpy as np
 
+from ..data.transforms import to_tensor
 from ..eval.coco_eval import COCOEvaluator, detections_to_results
 from ..eval.rle import rle_area, rle_encode
-
-
-def to_tensor(image):
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image: expected (H, W, 3) uint8, got {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
 
 
 def coco_ground_truth(dataset, indices=None, class_names=None):

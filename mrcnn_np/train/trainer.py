@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..data.transforms import to_tensor
 from ..io.weights import load_npz
-from .evaluate import evaluate_model, to_tensor
+from .evaluate import evaluate_model
 from .optim import SGD, clip_grad_norm, learning_rate
 
 

@@ -116,3 +116,25 @@ def draw_boxes(ax, boxes, color="red", linestyle="-", labels=None):
         if labels is not None:
             ax.text(x1, y1, str(labels[i]), fontsize=7, color=color, va="bottom")
     return ax
+
+
+def plot_precision_recall(ax, evaluator, iou_thresholds=(0.5, 0.75, 0.95), area_index=0,
+                          max_dets_index=-1):
+    """Precision-recall curves of an evaluated COCOEvaluator, averaged over categories
+    (categories without gt are left out), one curve per IoU threshold."""
+    precision = evaluator.precision  # (T, R, K, A, M), -1 where undefined
+    recall_levels = np.asarray(evaluator.params.recThrs)
+    iou_levels = np.asarray(evaluator.params.iouThrs)
+    for threshold in iou_thresholds:
+        t = int(np.argmin(np.abs(iou_levels - threshold)))
+        curves = precision[t, :, :, area_index, max_dets_index]
+        valid = curves[0] > -1
+        if valid.any():
+            ax.plot(recall_levels, curves[:, valid].mean(axis=1),
+                    label=f"IoU {iou_levels[t]:.2f}: AP {curves[:, valid].mean():.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend()
+    return ax

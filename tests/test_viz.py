@@ -38,3 +38,21 @@ def test_bad_image_shape_is_named():
         draw_detections(ax, np.zeros((4, 4)), np.zeros((0, 4)))
     plt.close(fig)
     assert len(instance_colors(5)) == 5
+
+
+def test_precision_recall_plot_has_one_curve_per_threshold():
+    from mrcnn_np.eval import COCOEvaluator
+    from mrcnn_np.viz import plot_precision_recall
+
+    gt = {"images": [{"id": 1, "height": 50, "width": 50}], "categories": [{"id": 1}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
+                           "area": 100.0, "iscrowd": 0}]}
+    evaluator = COCOEvaluator(gt, "bbox")
+    evaluator.evaluate([{"image_id": 1, "category_id": 1, "bbox": [2, 0, 10, 10],
+                         "score": 0.9}])
+    fig, ax = plt.subplots()
+    plot_precision_recall(ax, evaluator)
+    # IoU = 8*10 / (100 + 100 - 80) = 0.67: a hit at 0.5, a miss at 0.75 and 0.95
+    assert [line.get_label() for line in ax.lines] == [
+        "IoU 0.50: AP 1.000", "IoU 0.75: AP 0.000", "IoU 0.95: AP 0.000"]
+    plt.close(fig)

@@ -110,6 +110,20 @@ def setup_roi_pool_forward(rng):
             lambda: torchvision.ops.roi_pool(xt, rt, 7, 0.25))
 
 
+def setup_roi_pool_backward(rng):
+    x, rois, xt, rt = roi_inputs(rng)
+    grad = rng.standard_normal((1000, 256, 7, 7)).astype(np.float32)
+    _, argmax = mn.ops.roi_pool(x, rois, 7, 0.25)
+    xt.requires_grad_(True)
+    out = torchvision.ops.roi_pool(xt, rt, 7, 0.25)
+    grad_t = torch.from_numpy(grad)
+
+    def reference():  # autograd's backward of roi_pool alone
+        torch.autograd.grad(out, xt, grad_t, retain_graph=True)
+
+    return (lambda: mn.ops.roi_pool_backward(grad, argmax, x.shape, rois), reference)
+
+
 CASES = [
     Case("nms 5000 boxes, IoU 0.7", setup_nms),
     Case("batched_nms 5x1000 boxes, IoU 0.7", setup_batched_nms),
@@ -117,6 +131,7 @@ CASES = [
     Case("roi_align forward 1000x256x7x7", setup_roi_align_forward),
     Case("roi_align backward 1000x256x7x7", setup_roi_align_backward),
     Case("roi_pool forward 1000x256x7x7", setup_roi_pool_forward),
+    Case("roi_pool backward 1000x256x7x7", setup_roi_pool_backward),
 ]
 
 

@@ -7,7 +7,8 @@
   its box and pasted into a full-size map. torchvision first pads the map by one pixel of
   zeros and grows the box by (M+2)/M to match, so the resized mask fades to 0 at the box edge
   instead of being cut off; the grown box is truncated to integers and covers x1..x2
-  inclusive (hence the +1).
+  inclusive (hence the +1). The resize is torch's bilinear, align_corners=False
+  (`interpolate.resize_bilinear`, REFERENCE.md Sec. 1 and 5.7).
 """
 
 import numpy as np
@@ -27,6 +28,11 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M):
         raise ValueError(f"matched_idxs: expected {len(boxes)} entries, got {len(matched_idxs)}")
     if len(boxes) == 0:
         return np.zeros((0, M, M), np.float32)
+    if not np.issubdtype(matched_idxs.dtype, np.integer) or matched_idxs.min() < 0 \
+            or matched_idxs.max() >= len(gt_masks):
+        raise ValueError(f"matched_idxs: expected integer gt indices in [0, {len(gt_masks)}), "
+                         f"got {matched_idxs.dtype} values in "
+                         f"[{matched_idxs.min()}, {matched_idxs.max()}]")
     rois = np.concatenate([matched_idxs[:, None].astype(np.float32), boxes], axis=1)
     masks = gt_masks[:, None].astype(np.float32)
     return roi_align(masks, rois, (M, M), 1.0, sampling_ratio=-1, aligned=False)[:, 0]
@@ -52,6 +58,8 @@ def paste_masks_in_image(masks, boxes, image_shape, padding=1):
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if len(boxes) != len(masks):
         raise ValueError(f"boxes: expected {len(masks)} boxes, got {len(boxes)}")
+    if not np.isfinite(boxes).all():
+        raise ValueError("boxes: contains NaN or infinite values")
     im_h, im_w = (int(v) for v in image_shape)
     m = masks.shape[-1]
     padded = np.pad(masks, ((0, 0), (padding, padding), (padding, padding)))

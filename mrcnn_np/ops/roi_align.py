@@ -25,9 +25,9 @@ same bilinear weights (divided by the count); in max mode only the largest sampl
 pixels receive it, so `roi_align_backward(..., mode="max", x=x)` needs the forward's input to
 find that sample again (nothing else is stored between the two calls).
 
-The Numba kernels do their arithmetic in the input's dtype, in torchvision's order of
-operations (the four taps of every sample computed once per RoI and reused for all channels,
-as torchvision's `pre_calc`): float32 results are bitwise torchvision's, forward and backward.
+The Numba kernels do their arithmetic in the input's dtype and in torchvision's order of
+operations (sample positions, weights hy*hx ..., sums, and each pixel's gradient accumulated
+RoI by RoI), so float32 results are bitwise torchvision's, forward and backward.
 """
 
 import math
@@ -89,7 +89,7 @@ def sampling_points(roi, output_size, spatial_scale=1.0, sampling_ratio=-1, alig
     return points
 
 
-def _bin_taps(roi, i, j, geometry, height, width):
+def _bin_taps(i, j, geometry, height, width):
     """Per sample of bin (i, j): its bilinear taps (possibly [] for a dropped sample)."""
     x1, y1, bin_h, bin_w, gh, gw = geometry
     return [bilinear_weights(y1 + i * bin_h + (iy + 0.5) * bin_h / gh,
@@ -112,7 +112,7 @@ def roi_align_reference(x, rois, output_size, spatial_scale=1.0, sampling_ratio=
             for j in range(pw):
                 # one row per sample, one column per channel; a dropped sample reads 0
                 values = np.zeros((max(gh * gw, 1), x.shape[1]))
-                for s, taps in enumerate(_bin_taps(roi, i, j, geometry, height, width)):
+                for s, taps in enumerate(_bin_taps(i, j, geometry, height, width)):
                     for r, c, w in taps:
                         values[s] += w * x[n, :, r, c]
                 if use_max:
@@ -136,7 +136,7 @@ def roi_align_backward_reference(grad_out, rois, input_shape, output_size, spati
         count = max(geometry[4] * geometry[5], 1)
         for i in range(ph):
             for j in range(pw):
-                samples = _bin_taps(roi, i, j, geometry, height, width)
+                samples = _bin_taps(i, j, geometry, height, width)
                 if not use_max:
                     for taps in samples:
                         for r, c, w in taps:
@@ -152,152 +152,174 @@ def roi_align_backward_reference(grad_out, rois, input_shape, output_size, spati
 
 
 # --------------------------------------------------------------------------------------------
-# Numba kernels
+# fast path
+#
+# Bilinear sampling is separable: a sample's row taps depend only on (bin row, grid row) and
+# its column taps only on (bin column, grid column), and it is dropped if either coordinate
+# is out of range. So each RoI needs ph*gh row taps and pw*gw column taps, not ph*pw*gh*gw
+# sample taps; the four weights are recomputed as products where they are used, exactly as
+# torchvision computes them (w1 = hy*hx, ...). The tables of all RoIs are small and are built
+# with NumPy; the Numba kernels then run channel by channel over all RoIs, so that a
+# channel's plane stays in cache.
 
 
-@numba.njit(cache=True)
-def _roi_taps(roi, scale, ph, pw, sampling_ratio, aligned, height, width):
-    """The four taps of every sample of one RoI, in the RoI's dtype and torchvision's order of
-    operations. Returns (index (ph*pw*S, 4) flat pixel indices, -1 for a dropped sample;
-    weight (ph*pw*S, 4); S = samples per bin; count = max(S, 1))."""
-    T = roi.dtype.type
-    offset = T(0.5) if aligned else T(0.0)
-    start_w = roi[1] * T(scale) - offset
-    start_h = roi[2] * T(scale) - offset
-    roi_w = (roi[3] * T(scale) - offset) - start_w
-    roi_h = (roi[4] * T(scale) - offset) - start_h
-    if not aligned:
-        roi_w = max(roi_w, T(1))
-        roi_h = max(roi_h, T(1))
-    bin_h = roi_h / T(ph)
-    bin_w = roi_w / T(pw)
-    gh = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / T(ph)))
-    gw = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / T(pw)))
-    samples = gh * gw
-    index = np.full((ph * pw * samples, 4), -1, np.int64)
-    weight = np.zeros((ph * pw * samples, 4), roi.dtype)
-    row = 0
-    for i in range(ph):
-        for j in range(pw):
-            for iy in range(gh):
-                y = start_h + T(i) * bin_h + (T(iy) + T(0.5)) * bin_h / T(gh)
-                for ix in range(gw):
-                    x = start_w + T(j) * bin_w + (T(ix) + T(0.5)) * bin_w / T(gw)
-                    if not (y < -1.0 or y > height or x < -1.0 or x > width):
-                        _fill_taps(y, x, height, width, index[row], weight[row])
-                    row += 1
-    return index, weight, samples, T(max(samples, 1))
+def _axis_taps(start, bin_size, grid, pooled, size, stride):
+    """Taps along one axis, for the RoIs' pooled*grid sample coordinates
+    t = start + p*bin + (g + 0.5)*bin/grid (one RoI after another): the two pixels (low,
+    high) times `stride`, -1 if t < -1 or t > size (dropped), and their weights (1 - frac,
+    frac); in the dtype of `start`, with torchvision's operations (NumPy rounds each
+    elementwise float32 operation exactly as C does)."""
+    T = start.dtype.type
+    counts = pooled * grid
+    k = np.repeat(np.arange(len(start)), counts)  # RoI of each entry
+    entry = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    p, g = entry // grid[k], entry % grid[k]
+    t = start[k] + p.astype(T) * bin_size[k] + (g.astype(T) + T(0.5)) * bin_size[k] \
+        / grid[k].astype(T)
+    dropped = (t < -1) | (t > size)
+    t = np.clip(t, T(0), T(size))  # below 0 -> 0; dropped ones are masked below
+    low = t.astype(np.int64)
+    last = low >= size - 1  # at or past the last pixel: that pixel alone, weight 1
+    low[last] = size - 1
+    high = np.where(last, low, low + 1)
+    frac = np.where(last, T(0), t - low.astype(T))
+    low_high = np.stack([low * stride, high * stride], axis=1).astype(np.int32)
+    low_high[dropped] = -1
+    return low_high, np.stack([T(1) - frac, frac], axis=1)
 
 
-@numba.njit(cache=True)
-def _fill_taps(y, x, height, width, index, weight):
-    """Bilinear taps of one sample inside the map (see `bilinear_weights`)."""
-    T = weight.dtype.type
-    y = max(y, T(0))
-    x = max(x, T(0))
-    y0 = int(y)
-    x0 = int(x)
-    if y0 >= height - 1:
-        y0 = y1 = height - 1
-        y = T(y0)
+def _grid_taps(rois, height, width, ph, pw, scale, sampling_ratio, aligned):
+    """Row and column taps of every RoI. Returns (grid (K, 2) = (gh, gw), first (K, 2) = each
+    RoI's first row / column entry, rows (., 2) = (y_low*W, y_high*W), row_w (., 2) = (hy, ly),
+    cols (., 2) = (x_low, x_high), col_w (., 2) = (hx, lx)); -1 marks a dropped coordinate."""
+    T = rois.dtype.type
+    offset = T(0.5) if aligned else T(0)
+    pooled = np.array([ph, pw])
+    start = rois[:, [2, 1]] * T(scale) - offset  # (y, x)
+    size = (rois[:, [4, 3]] * T(scale) - offset) - start
+    if not aligned:  # torchvision forces malformed RoIs to 1x1
+        size = np.maximum(size, T(1))
+    bins = size / pooled.astype(T)
+    if sampling_ratio > 0:
+        grid = np.full(size.shape, sampling_ratio, np.int64)
     else:
-        y1 = y0 + 1
-    if x0 >= width - 1:
-        x0 = x1 = width - 1
-        x = T(x0)
-    else:
-        x1 = x0 + 1
-    ly = y - T(y0)
-    lx = x - T(x0)
-    hy = T(1) - ly
-    hx = T(1) - lx
-    index[0], index[1] = y0 * width + x0, y0 * width + x1
-    index[2], index[3] = y1 * width + x0, y1 * width + x1
-    weight[0], weight[1], weight[2], weight[3] = hy * hx, hy * lx, ly * hx, ly * lx
+        grid = np.ceil(size / pooled.astype(T)).astype(np.int64)
+    first = np.cumsum(pooled * grid, axis=0) - pooled * grid
+    rows, row_w = _axis_taps(start[:, 0], bins[:, 0], grid[:, 0], ph, height, width)
+    cols, col_w = _axis_taps(start[:, 1], bins[:, 1], grid[:, 1], pw, width, 1)
+    return grid, first, rows, row_w, cols, col_w
 
 
 @numba.njit(cache=True)
-def _sample_value(plane, index, weight, s):
-    """Bilinear value of sample s on a flat (H*W) plane; a dropped sample reads 0."""
-    if index[s, 0] < 0:
-        return plane.dtype.type(0)
-    return (weight[s, 0] * plane[index[s, 0]] + weight[s, 1] * plane[index[s, 1]]
-            + weight[s, 2] * plane[index[s, 2]] + weight[s, 3] * plane[index[s, 3]])
+def _largest_sample(plane, rows, row_w, cols, col_w, r0, c0, gh, gw):
+    """(value, row entry, column entry) of the largest of the gh x gw samples starting at row
+    entry r0 and column entry c0 (the first of equal ones; dropped samples read 0)."""
+    best, best_r, best_c = plane.dtype.type(0), -1, -1
+    for r in range(r0, r0 + gh):
+        for c in range(c0, c0 + gw):
+            v = plane.dtype.type(0)
+            if rows[r, 0] >= 0 and cols[c, 0] >= 0:
+                hy, ly, hx, lx = row_w[r, 0], row_w[r, 1], col_w[c, 0], col_w[c, 1]
+                v = (hy * hx * plane[rows[r, 0] + cols[c, 0]]
+                     + hy * lx * plane[rows[r, 0] + cols[c, 1]]
+                     + ly * hx * plane[rows[r, 1] + cols[c, 0]]
+                     + ly * lx * plane[rows[r, 1] + cols[c, 1]])
+            if best_r < 0 or v > best:
+                best, best_r, best_c = v, r, c
+    return best, best_r, best_c
 
 
 @numba.njit(cache=True)
-def _largest_sample(plane, index, weight, first, samples):
-    """Row of the largest of samples first .. first+samples-1 (the first of equal ones)."""
-    best, best_s = _sample_value(plane, index, weight, first), first
-    for s in range(first + 1, first + samples):
-        v = _sample_value(plane, index, weight, s)
-        if v > best:
-            best, best_s = v, s
-    return best_s
+def _scatter_sample(target, g, rows, row_w, cols, col_w, r, c):
+    """Add g * weight to each of the four pixels of sample (r, c), unless it is dropped."""
+    if rows[r, 0] < 0 or cols[c, 0] < 0:
+        return
+    hy, ly, hx, lx = row_w[r, 0], row_w[r, 1], col_w[c, 0], col_w[c, 1]
+    target[rows[r, 0] + cols[c, 0]] += g * (hy * hx)
+    target[rows[r, 0] + cols[c, 1]] += g * (hy * lx)
+    target[rows[r, 1] + cols[c, 0]] += g * (ly * hx)
+    target[rows[r, 1] + cols[c, 1]] += g * (ly * lx)
 
 
 @numba.njit(cache=True, parallel=True)
-def _forward_kernel(x, rois, height, width, ph, pw, scale, sampling_ratio, aligned, use_max):
-    """x (N, C, H*W) -> (K, C, ph*pw); parallel over RoIs, which write disjoint outputs."""
-    channels = x.shape[1]
-    out = np.zeros((rois.shape[0], channels, ph * pw), x.dtype)
-    for k in numba.prange(rois.shape[0]):
-        n = int(rois[k, 0])
-        index, weight, samples, count = _roi_taps(rois[k], scale, ph, pw, sampling_ratio,
-                                                  aligned, height, width)
-        if samples == 0:
-            continue  # an empty grid (aligned RoIs only) pools to 0
-        for c in range(channels):
-            plane = x[n, c]
-            for b in range(ph * pw):
-                first = b * samples
-                if use_max:
-                    best = _largest_sample(plane, index, weight, first, samples)
-                    out[k, c, b] = _sample_value(plane, index, weight, best)
-                else:
-                    total = x.dtype.type(0)
-                    for s in range(first, first + samples):
-                        total += _sample_value(plane, index, weight, s)
-                    out[k, c, b] = total / count
+def _forward_kernel(x, batch, taps, ph, pw, use_max, n_blocks):
+    """x (N, C, H*W) -> (K, C, ph*pw). A work unit is (channel, block of RoIs): units write
+    disjoint outputs, and within a unit every RoI reads the same channel plane (in cache)."""
+    grid, first, rows, row_w, cols, col_w = taps
+    k_total, channels = batch.shape[0], x.shape[1]
+    T = x.dtype.type
+    out = np.zeros((k_total, channels, ph * pw), x.dtype)
+    for unit in numba.prange(channels * n_blocks):
+        c, block = unit // n_blocks, unit % n_blocks
+        for k in range(block * k_total // n_blocks, (block + 1) * k_total // n_blocks):
+            plane = x[batch[k], c]
+            gh, gw = grid[k, 0], grid[k, 1]
+            if gh * gw == 0:
+                continue  # an empty grid (aligned RoIs only) pools to 0
+            for i in range(ph):
+                r0 = first[k, 0] + i * gh
+                for j in range(pw):
+                    c0 = first[k, 1] + j * gw
+                    if use_max:
+                        out[k, c, i * pw + j] = _largest_sample(plane, rows, row_w, cols,
+                                                                col_w, r0, c0, gh, gw)[0]
+                        continue
+                    # (written out rather than a call per sample, which is several times slower)
+                    total = T(0)
+                    for r in range(r0, r0 + gh):
+                        if rows[r, 0] < 0:
+                            continue
+                        ya, yb, hy, ly = rows[r, 0], rows[r, 1], row_w[r, 0], row_w[r, 1]
+                        for q in range(c0, c0 + gw):
+                            if cols[q, 0] < 0:
+                                continue
+                            xa, xb, hx, lx = cols[q, 0], cols[q, 1], col_w[q, 0], col_w[q, 1]
+                            total += (hy * hx * plane[ya + xa] + hy * lx * plane[ya + xb]
+                                      + ly * hx * plane[yb + xa] + ly * lx * plane[yb + xb])
+                    out[k, c, i * pw + j] = total / T(gh * gw)
     return out
 
 
 @numba.njit(cache=True, parallel=True)
-def _backward_kernel(grad, x, rois, n_img, height, width, ph, pw, scale, sampling_ratio,
-                     aligned, use_max, n_chunks):
-    """grad (K, C, ph*pw) -> (N, C, H*W). The (image, channel) planes are split into
-    `n_chunks` contiguous ranges, one per thread: a thread scatters only into its own planes,
-    so there is no race, and it visits the RoIs in order, so every pixel receives its
-    contributions in torchvision's order (bitwise the same sums)."""
-    channels = grad.shape[1]
-    grad_x = np.zeros((n_img, channels, height * width), grad.dtype)
-    planes = n_img * channels
-    for t in numba.prange(n_chunks):
-        lo, hi = t * planes // n_chunks, (t + 1) * planes // n_chunks
-        for k in range(rois.shape[0]):
-            n = int(rois[k, 0])
-            c_lo, c_hi = max(lo - n * channels, 0), min(hi - n * channels, channels)
-            if c_lo >= c_hi:
-                continue  # this RoI's image has no plane in this chunk
-            index, weight, samples, count = _roi_taps(rois[k], scale, ph, pw, sampling_ratio,
-                                                      aligned, height, width)
-            if samples == 0:
+def _backward_kernel(grad, x, batch, taps, n_img, hw, ph, pw, use_max):
+    """grad (K, C, ph*pw) -> (N, C, hw = H*W); x (N, C, H*W) is read in max mode only. A unit
+    is one (image, channel) plane, written by that unit alone (no race); it visits the image's
+    RoIs in order, so every pixel receives its contributions in torchvision's order."""
+    grid, first, rows, row_w, cols, col_w = taps
+    k_total, channels = grad.shape[0], grad.shape[1]
+    T = grad.dtype.type
+    grad_x = np.zeros((n_img, channels, hw), grad.dtype)
+    for unit in numba.prange(n_img * channels):
+        n, c = unit // channels, unit % channels
+        target = grad_x[n, c]
+        for k in range(k_total):
+            gh, gw = grid[k, 0], grid[k, 1]
+            if batch[k] != n or gh * gw == 0:
                 continue
-            for c in range(c_lo, c_hi):
-                target = grad_x[n, c]
-                for b in range(ph * pw):
-                    g = grad[k, c, b]
-                    first = b * samples
+            for i in range(ph):
+                r0 = first[k, 0] + i * gh
+                for j in range(pw):
+                    c0 = first[k, 1] + j * gw
+                    g = grad[k, c, i * pw + j]
                     if use_max:
-                        s = _largest_sample(x[n, c], index, weight, first, samples)
-                        if index[s, 0] >= 0:
-                            for q in range(4):
-                                target[index[s, q]] += g * weight[s, q]
+                        _, r, q = _largest_sample(x[n, c], rows, row_w, cols, col_w, r0, c0,
+                                                  gh, gw)
+                        _scatter_sample(target, g, rows, row_w, cols, col_w, r, q)
                         continue
-                    for s in range(first, first + samples):
-                        if index[s, 0] >= 0:
-                            for q in range(4):
-                                target[index[s, q]] += g * weight[s, q] / count
+                    # g * w / count, in torchvision's order (not g/count * w)
+                    count = T(gh * gw)
+                    for r in range(r0, r0 + gh):
+                        if rows[r, 0] < 0:
+                            continue
+                        ya, yb, hy, ly = rows[r, 0], rows[r, 1], row_w[r, 0], row_w[r, 1]
+                        for q in range(c0, c0 + gw):
+                            if cols[q, 0] < 0:
+                                continue
+                            xa, xb, hx, lx = cols[q, 0], cols[q, 1], col_w[q, 0], col_w[q, 1]
+                            target[ya + xa] += g * (hy * hx) / count
+                            target[ya + xb] += g * (hy * lx) / count
+                            target[yb + xa] += g * (ly * hx) / count
+                            target[yb + xb] += g * (ly * lx) / count
     return grad_x
 
 
@@ -323,9 +345,12 @@ def roi_align(x, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligne
     n_img, channels, height, width = x.shape
     if len(rois) == 0 or x.size == 0:
         return np.zeros((len(rois), channels, ph, pw), x.dtype)
-    flat = np.ascontiguousarray(x).reshape(n_img, channels, height * width)
-    out = _forward_kernel(flat, rois, height, width, ph, pw, float(spatial_scale),
-                          int(sampling_ratio), bool(aligned), use_max)
+    taps = _grid_taps(rois, height, width, ph, pw, float(spatial_scale), int(sampling_ratio),
+                      bool(aligned))
+    # enough work units for every thread even when there are few channels (mask targets: 1)
+    blocks = min(len(rois), -(-4 * numba.get_num_threads() // channels))
+    out = _forward_kernel(np.ascontiguousarray(x).reshape(n_img, channels, height * width),
+                          rois[:, 0].astype(np.int64), taps, ph, pw, use_max, blocks)
     return out.reshape(len(rois), channels, ph, pw)
 
 
@@ -353,12 +378,12 @@ def roi_align_backward(grad_out, rois, input_shape, output_size, spatial_scale=1
                              f" got {None if x is None else np.shape(x)}")
         x = np.ascontiguousarray(x, grad_out.dtype).reshape(n_img, channels, height * width)
     else:
-        x = np.zeros((1, 1, 1), grad_out.dtype)  # unused
+        x = np.zeros((n_img, channels, 1), grad_out.dtype)  # not read
     if len(rois) == 0 or n_img * channels * height * width == 0:
         return np.zeros(input_shape, grad_out.dtype)
+    taps = _grid_taps(rois, height, width, ph, pw, float(spatial_scale), int(sampling_ratio),
+                      bool(aligned))
     grad = np.ascontiguousarray(grad_out).reshape(len(rois), channels, ph * pw)
-    chunks = min(numba.get_num_threads(), n_img * channels)
-    grad_x = _backward_kernel(grad, x, rois, n_img, height, width, ph, pw,
-                              float(spatial_scale), int(sampling_ratio), bool(aligned),
-                              use_max, chunks)
+    grad_x = _backward_kernel(grad, x, rois[:, 0].astype(np.int64), taps, n_img,
+                              height * width, ph, pw, use_max)
     return grad_x.reshape(input_shape)

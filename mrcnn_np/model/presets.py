@@ -75,6 +75,8 @@ class Config:
     bbox_reg_weights: tuple = (10.0, 10.0, 5.0, 5.0)  # scale deltas to unit-ish variance
     mask: bool = True  # the mask branch
     mask_layers: tuple = (256, 256, 256, 256)  # convs of the mask head
+    mask_loss: str = "sigmoid"  # per-class sigmoid BCE (paper), or "softmax" over classes
+    mask_class_agnostic: bool = False  # one mask for every class (paper Table 2b ablation)
     num_keypoints: int = 0  # > 0 adds the keypoint branch (17 for COCO persons)
     keypoint_layers: tuple = (512,) * 8
     seed: int = 0  # initial weights and the samplers' random stream
@@ -120,11 +122,15 @@ def build_model(config):
         return MultiScaleRoIAlign(("0", "1", "2", "3"), size, 2, pooler=c.pooler)
 
     heads = {}
+    if c.mask_class_agnostic and c.mask_loss == "softmax":
+        raise ValueError("mask_loss: 'softmax' competes the classes for each pixel, which needs "
+                         "a mask per class; use mask_class_agnostic=False with it")
     if c.mask:
         heads.update(mask_roi_pool=pooler(14),
                      mask_head=mask_rcnn_heads(c.fpn_channels, c.mask_layers, rng),
-                     mask_predictor=MaskRCNNPredictor(c.mask_layers[-1], c.mask_layers[-1],
-                                                      c.num_classes, rng))
+                     mask_predictor=MaskRCNNPredictor(
+                         c.mask_layers[-1], c.mask_layers[-1],
+                         1 if c.mask_class_agnostic else c.num_classes, rng))
     if c.num_keypoints:
         heads.update(keypoint_roi_pool=pooler(14),
                      keypoint_head=keypoint_rcnn_heads(c.fpn_channels, c.keypoint_layers, rng),
@@ -135,7 +141,7 @@ def build_model(config):
         FastRCNNPredictor(c.box_representation_size, c.num_classes, rng),
         c.box_fg_iou_thresh, c.box_bg_iou_thresh, c.box_batch_size_per_image,
         c.box_positive_fraction, c.bbox_reg_weights, c.box_score_thresh, c.box_nms_thresh,
-        c.box_detections_per_img, rng=rng, **heads)
+        c.box_detections_per_img, mask_loss=c.mask_loss, rng=rng, **heads)
     return MaskRCNN(transform, backbone, rpn, roi_heads, c.num_classes, config)
 
 

@@ -178,8 +178,11 @@ class RoIHeads(Module):
                  bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh=0.05, nms_thresh=0.5,
                  detections_per_img=100, mask_roi_pool=None, mask_head=None,
                  mask_predictor=None, keypoint_roi_pool=None, keypoint_head=None,
-                 keypoint_predictor=None, rng=None):
+                 keypoint_predictor=None, mask_loss="sigmoid", rng=None):
         super().__init__()
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f"mask_loss: expected one of {MASK_LOSSES}, got {mask_loss!r}")
+        self.mask_loss = mask_loss
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh,
                                         allow_low_quality_matches=False)
         self.rng = rng if rng is not None else np.random.default_rng(0)
@@ -278,7 +281,8 @@ class RoIHeads(Module):
             mask_targets = [project_masks_on_boxes(np.asarray(t["masks"]), p, i, size)
                             for t, p, i in zip(targets, pos_props, pos_idxs)]
             losses["loss_mask"], grads["mask"] = maskrcnn_loss(
-                mask_logits, pos_labels, np.concatenate(mask_targets).reshape(-1, size, size))
+                mask_logits, pos_labels, np.concatenate(mask_targets).reshape(-1, size, size),
+                self.mask_loss)
         if self.has_keypoint:
             kp_logits = self.keypoint_predictor(self.keypoint_head(
                 self.keypoint_roi_pool(features, pos_props, image_sizes)))
@@ -298,7 +302,7 @@ class RoIHeads(Module):
         logits = self.mask_predictor(self.mask_head(
             self.mask_roi_pool(features, boxes, image_sizes)))
         labels = np.concatenate([d["labels"] for d in detections])
-        probs = F.sigmoid(logits[np.arange(len(labels)), labels])[0][:, None]
+        probs = mask_probabilities(logits, labels, self.mask_loss)
         start = 0
         for d in detections:
             d["masks"] = probs[start:start + len(d["boxes"])]
@@ -380,16 +384,52 @@ def fastrcnn_loss(class_logits, box_regression, labels, regression_targets):
             dregression.reshape(box_regression.shape))
 
 
-def maskrcnn_loss(mask_logits, labels, mask_targets):
-    """Mean per-pixel BCE of each positive RoI's gt-class map against its 28x28 target."""
+MASK_LOSSES = ("sigmoid", "softmax")
+
+
+def maskrcnn_loss(mask_logits, labels, mask_targets, loss="sigmoid"):
+    """The mask loss of the positive RoIs (P, C, M, M) against their M x M targets (P, M, M).
+
+    "sigmoid" (the paper's choice): mean per-pixel BCE of each RoI's gt-class map only, so the
+    classes do not compete for a pixel (with one channel, a class-agnostic head, that channel
+    is read for every label). "softmax": per-pixel cross-entropy over the C channels, the
+    target class being the RoI's label inside its mask and background (0) outside, as in FCN
+    segmentation (the paper's Table 2b ablation). Returns (loss, gradient of the logits)."""
+    if loss not in MASK_LOSSES:
+        raise ValueError(f"loss: expected one of {MASK_LOSSES}, got {loss!r}")
+    p, c, h, w = mask_logits.shape
+    if np.shape(mask_targets) != (p, h, w):
+        raise ValueError(f"mask_targets: expected shape {(p, h, w)} (one {h}x{w} target per "
+                         f"positive RoI), got {np.shape(mask_targets)}")
+    if loss == "softmax" and c == 1:
+        raise ValueError("loss: 'softmax' needs one mask channel per class, got a "
+                         "class-agnostic head with one channel")
     dlogits = np.zeros_like(mask_logits)
-    if len(labels) == 0:
+    if p == 0:
         return 0.0, dlogits
-    rows = np.arange(len(labels))
-    loss, dsel = F.binary_cross_entropy_with_logits(mask_logits[rows, labels],
-                                                    mask_targets.astype(mask_logits.dtype))
-    dlogits[rows, labels] = dsel
-    return float(loss), dlogits
+    labels = np.asarray(labels, np.int64)
+    if loss == "softmax":
+        pixel_classes = np.asarray(mask_targets, np.int64) * labels[:, None, None]
+        flat = mask_logits.transpose(0, 2, 3, 1).reshape(-1, c)
+        value, dflat = F.cross_entropy(flat, pixel_classes.reshape(-1))
+        return float(value), dflat.reshape(p, h, w, c).transpose(0, 3, 1, 2).copy()
+    rows = np.arange(p)
+    channels = labels if c > 1 else np.zeros(p, np.int64)
+    value, dsel = F.binary_cross_entropy_with_logits(
+        mask_logits[rows, channels], np.asarray(mask_targets).astype(mask_logits.dtype))
+    dlogits[rows, channels] = dsel
+    return float(value), dlogits
+
+
+def mask_probabilities(mask_logits, labels, loss="sigmoid"):
+    """Each detection's (N, 1, M, M) mask probabilities: the sigmoid of its label's channel
+    (channel 0 for a class-agnostic head), or its label's share of the per-pixel softmax."""
+    n = len(mask_logits)
+    rows = np.arange(n)
+    if loss == "softmax":
+        return softmax(np.moveaxis(mask_logits, 1, -1))[rows, ..., labels][:, None]
+    channels = labels if mask_logits.shape[1] > 1 else np.zeros(n, np.int64)
+    return F.sigmoid(mask_logits[rows, channels])[0][:, None]
 
 
 def keypointrcnn_loss(keypoint_logits, heatmaps, valid):

@@ -81,10 +81,12 @@ class Config:
     keypoint_layers: tuple = (512,) * 8
     seed: int = 0  # initial weights and the samplers' random stream
 
+    def __str__(self):
+        return "\n".join(f"{f.name:<28}{getattr(self, f.name)}" for f in fields(self))
+
     def display(self):
         """Print every setting, one per line."""
-        for f in fields(self):
-            print(f"{f.name:<28}{getattr(self, f.name)}")
+        print(self)
 
     def replace(self, **overrides):
         unknown = sorted(set(overrides) - {f.name for f in fields(self)})

@@ -9,7 +9,8 @@ from ..eval.rle import rle_area, rle_encode
 
 def coco_ground_truth(dataset, indices=None, class_names=None):
     """A COCO-format gt dict (image ids = dataset indices + 1, category ids = labels) made from
-    a dataset whose items are (image, target) with boxes, labels and masks."""
+    a dataset whose items are (image, target) with boxes, labels and masks. `class_names` is
+    indexed by label, "__background__" first, like the datasets' `class_names` and `viz`."""
     indices = range(len(dataset)) if indices is None else indices
     images, annotations = [], []
     labels_seen = set()
@@ -28,8 +29,8 @@ def coco_ground_truth(dataset, indices=None, class_names=None):
                 "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
                 "area": float(rle_area(rle)), "iscrowd": 0, "segmentation": rle,
             })
-    num_labels = max(labels_seen | {len(class_names) if class_names else 0})
-    categories = [{"id": c, "name": class_names[c - 1] if class_names else str(c)}
+    num_labels = max(labels_seen | {len(class_names) - 1 if class_names else 0})
+    categories = [{"id": c, "name": class_names[c] if class_names else str(c)}
                   for c in range(1, num_labels + 1)]
     return {"images": images, "annotations": annotations, "categories": categories}
 

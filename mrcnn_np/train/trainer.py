@@ -92,14 +92,16 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def fit(self):
-        """Train until `iterations`; returns the list of logged records."""
+    def fit(self, until=None):
+        """Train until step `until` (default: `iterations`); returns the logged records."""
+        stop = self.iterations if until is None else min(until, self.iterations)
         history = []
-        bar = tqdm(total=self.iterations, initial=self.step, disable=not self.progress,
-                   desc="train", dynamic_ncols=True)
+        bar = tqdm(total=self.iterations, initial=self.step,
+                   disable=not self.progress or until is not None, desc="train",
+                   dynamic_ncols=True)
         start = time.perf_counter()
         with open(self.log_path, "a") as log:
-            while self.step < self.iterations:
+            while self.step < stop:
                 record = {"step": self.step + 1, **self.train_step(),
                           "time": time.perf_counter() - start}
                 if self.eval_every and self.val_dataset is not None and \

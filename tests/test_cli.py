@@ -1,0 +1,76 @@
+"""The command line: every subcommand runs and writes what it promises."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mrcnn_np.cli import main
+from mrcnn_np.data import ShapesDataset, export_coco
+from mrcnn_np.model.presets import maskrcnn_small
+from mrcnn_np.train.runs import coco_folder, fit_within, train_run
+from mrcnn_np.train.trainer import Trainer
+
+
+def test_info_and_gradcheck_run(capsys):
+    assert main(["info"]) == 0
+    assert "numba threads" in capsys.readouterr().out
+    assert main(["gradcheck"]) == 0
+    assert "all gradients agree" in capsys.readouterr().out
+
+
+def _read_log(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_on_shapes_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "shapes", "--num-images", "4", "--num-val", "2",
+                 "--image-size", "64", "--iterations", "3", "--batch-size", "2",
+                 "--out", str(out)])
+    assert code == 0
+    for name in ("summary.md", "summary.json", "detections.png", "loss_curves.png",
+                 "log.jsonl", "weights.npz", "checkpoint.npz"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 3
+    assert {"bbox_AP", "segm_AP50"} <= set(summary)
+    assert [r["step"] for r in _read_log(out / "log.jsonl")] == [1, 2, 3]
+    assert "| bbox |" in (out / "summary.md").read_text()
+    assert str(out) in capsys.readouterr().out
+
+
+def test_train_on_a_coco_folder_and_resume_weights(tmp_path):
+    folder = tmp_path / "coco"
+    export_coco(ShapesDataset(3, 64, seed=4), folder)
+    first = tmp_path / "first"
+    args = ["train", "--dataset", str(folder), "--val", str(folder), "--iterations", "1",
+            "--batch-size", "1"]
+    assert main([*args, "--out", str(first)]) == 0
+    # the saved weights load back as the starting point of another run
+    assert main([*args, "--weights", str(first / "weights.npz"),
+                 "--out", str(tmp_path / "second")]) == 0
+
+
+def test_coco_folder_names_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="annotations.json"):
+        coco_folder(tmp_path)
+
+
+def test_fit_within_fits_the_schedule_to_the_budget(tmp_path):
+    dataset = ShapesDataset(4, 64, seed=0)
+    model = maskrcnn_small(num_classes=4, min_size=64, max_size=64)
+    trainer = Trainer(model, dataset, tmp_path, iterations=10**9, batch_size=1, progress=False)
+    history = fit_within(trainer, seconds=0.0, calibration_steps=2)
+    # a zero budget still runs the compile step, the calibration steps and one more
+    assert trainer.iterations == trainer.step == 4
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in history)
+
+
+def test_train_run_needs_exactly_one_stopping_rule(tmp_path):
+    model = maskrcnn_small(num_classes=4, min_size=64, max_size=64)
+    with pytest.raises(ValueError, match="iterations, minutes"):
+        train_run(model, ShapesDataset(2, 64), None, tmp_path, None)
+    with pytest.raises(ValueError, match="iterations, minutes"):
+        train_run(model, ShapesDataset(2, 64), None, tmp_path, None, iterations=1, minutes=1)

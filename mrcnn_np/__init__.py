@@ -6,8 +6,9 @@ differences and against torchvision. See DESIGN.md for the data flow and convent
 
 __version__ = "0.1.0"
 
-from . import data, eval, io, model, nn, ops  # noqa: E402
+from . import data, eval, io, model, nn, ops, train, viz  # noqa: E402
 from .log import log  # noqa: E402
 from .model import presets as models  # noqa: E402
 
-__all__ = ["__version__", "data", "eval", "io", "log", "model", "models", "nn", "ops"]
+__all__ = ["__version__", "data", "eval", "io", "log", "model", "models", "nn", "ops",
+           "train", "viz"]

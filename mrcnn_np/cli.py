@@ -65,7 +65,7 @@ def _train(args):
                "eval_every": args.eval_every, "seed": args.seed,
                "checkpoint_every": args.checkpoint_every}
     summary, _ = train_run(model, dataset, val, out_dir, dataset.class_names,
-                           iterations=args.iterations, **options)
+                           iterations=args.iterations, resume=args.resume, **options)
     print(f"wrote {out_dir}/: " + ", ".join(f"{k} {v}" for k, v in summary.items()
                                              if k.endswith("AP") or k.endswith("AP50")))
     return 0
@@ -123,6 +123,7 @@ def build_parser():
     train.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
     train.add_argument("--checkpoint-every", type=int, default=0)
     train.add_argument("--weights", help="initial weights (.npz state_dict)")
+    train.add_argument("--resume", help="continue from a checkpoint.npz of an earlier run")
     train.add_argument("--out", help="output folder (default: runs/train-<time>)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=_train)

@@ -74,3 +74,17 @@ def test_train_run_needs_exactly_one_stopping_rule(tmp_path):
         train_run(model, ShapesDataset(2, 64), None, tmp_path, None)
     with pytest.raises(ValueError, match="iterations, minutes"):
         train_run(model, ShapesDataset(2, 64), None, tmp_path, None, iterations=1, minutes=1)
+
+
+def test_train_resumes_from_the_checkpoint_step(tmp_path):
+    # exactness of a resume (same losses as an uninterrupted run) is tested in
+    # tests/train/test_trainer.py; here: the command line picks up the step and the weights
+    args = ["train", "--num-images", "4", "--num-val", "1", "--image-size", "64",
+            "--batch-size", "1"]
+    assert main([*args, "--iterations", "2", "--out", str(tmp_path / "first")]) == 0
+    assert main([*args, "--iterations", "4", "--resume", str(tmp_path / "first/checkpoint.npz"),
+                 "--out", str(tmp_path / "resumed")]) == 0
+    resumed = _read_log(tmp_path / "resumed/log.jsonl")
+    assert [r["step"] for r in resumed] == [3, 4]
+    summary = json.loads((tmp_path / "resumed/summary.json").read_text())
+    assert summary["iterations"] == 4

@@ -139,7 +139,7 @@ def write_report(out_dir, model, trainer, history, val_dataset, class_names, sec
     if history:
         save_loss_curves(out_dir / "loss_curves.png", history)
     summary = {"iterations": trainer.step, "train_seconds": round(seconds, 1),
-               "seconds_per_iteration": round(seconds / max(trainer.step, 1), 3),
+               "seconds_per_iteration": round(seconds / max(len(history), 1), 3),
                "final_losses": {k: round(v, 4) for k, v in history[-1].items()
                                 if k.startswith("loss")} if history else {}}
     table = ""
@@ -154,7 +154,7 @@ def write_report(out_dir, model, trainer, history, val_dataset, class_names, sec
     with open(out_dir / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     lines = [f"# Training run: {out_dir.name}", "",
-             f"{trainer.step} iterations in {seconds / 60:.1f} min "
+             f"{trainer.step} iterations ({len(history)} in this run) in {seconds / 60:.1f} min "
              f"({summary['seconds_per_iteration']} s each).", "",
              "Final losses: " + ", ".join(f"{k} {v}" for k, v in
                                           summary["final_losses"].items()), ""]
@@ -168,13 +168,18 @@ def write_report(out_dir, model, trainer, history, val_dataset, class_names, sec
 
 
 def train_run(model, dataset, val_dataset, out_dir, class_names, iterations=None, minutes=None,
-              **trainer_options):
-    """Train (`iterations` steps, or for about `minutes`), evaluate on `val_dataset` and write
-    the report into `out_dir`. Returns (summary dict, trainer)."""
+              resume=None, **trainer_options):
+    """Train (`iterations` steps, or for about `minutes`; from the checkpoint `resume` if
+    given), evaluate on `val_dataset` and write the report into `out_dir`.
+    Returns (summary dict, trainer)."""
     if (iterations is None) == (minutes is None):
         raise ValueError("iterations, minutes: give exactly one of them")
+    if resume is not None and minutes is not None:
+        raise ValueError("resume: a resumed run continues to a fixed `iterations`, not minutes")
     trainer = Trainer(model, dataset, out_dir, iterations=iterations or 10**9,
                       val_dataset=val_dataset, class_names=class_names, **trainer_options)
+    if resume is not None:
+        trainer.load_checkpoint(resume)
     start = time.perf_counter()
     history = fit_within(trainer, minutes * 60) if minutes else trainer.fit()
     seconds = time.perf_counter() - start

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from ..data.transforms import to_tensor
+from ..data.transforms import RandomHorizontalFlip, to_tensor
 from ..io.weights import load_npz
 from .evaluate import evaluate_model
 from .optim import SGD, clip_grad_norm, learning_rate
@@ -41,6 +41,8 @@ class Trainer:
         self.optimizer = SGD(model.named_parameters(), lr, momentum, weight_decay,
                              no_decay_on_norms_and_biases=True)
         self.rng = np.random.default_rng(seed)
+        # the flip draws from the trainer's generator, which checkpoints save and restore
+        self.flip = RandomHorizontalFlip(0.5, rng=self.rng) if hflip else None
         self.step = 0
         self._order = np.zeros(0, np.int64)
         self.log_path = self.out_dir / "log.jsonl"
@@ -56,26 +58,28 @@ class Trainer:
         return batch
 
     def _load(self, index):
+        """dataset[index] as the model takes it: crowd regions dropped (as torchvision's
+        reference training does), flipped left-right with probability 1/2, image as a tensor."""
         image, target = self.dataset[int(index)]
-        image = to_tensor(image)
-        target = {"boxes": np.asarray(target["boxes"], np.float32),
-                  "labels": np.asarray(target["labels"], np.int64),
-                  "masks": np.asarray(target["masks"], np.uint8)}
-        if self.hflip and self.rng.random() < 0.5:
-            width = image.shape[-1]
-            image = image[:, :, ::-1].copy()
-            boxes = target["boxes"].copy()
-            boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-            target["boxes"] = boxes
-            target["masks"] = target["masks"][:, :, ::-1].copy()
-        return image, target
+        keep = np.asarray(target.get("iscrowd", np.zeros(len(target["boxes"]))), bool) == 0
+        target = {"boxes": np.asarray(target["boxes"], np.float32).reshape(-1, 4)[keep],
+                  "labels": np.asarray(target["labels"], np.int64)[keep],
+                  "masks": np.asarray(target["masks"], np.uint8)[keep]}
+        if self.flip is not None:
+            image, target = self.flip(image, target)
+        return to_tensor(image), target
+
+    def next_batch(self):
+        """The next `batch_size` training images and targets, as `train_step` takes them."""
+        batch = [self._load(i) for i in self._next_indices()]
+        return [image for image, _ in batch], [target for _, target in batch]
 
     # -- one step --------------------------------------------------------------------------
 
-    def train_step(self):
+    def train_step(self, batch=None):
+        """One SGD step on `batch` = (images, targets), by default the next one."""
         self.model.train()
-        batch = [self._load(i) for i in self._next_indices()]
-        images, targets = [b[0] for b in batch], [b[1] for b in batch]
+        images, targets = self.next_batch() if batch is None else batch
         losses = self.model(images, targets)
         for name, value in losses.items():
             if not math.isfinite(value):

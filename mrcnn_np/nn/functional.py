@@ -14,6 +14,7 @@ im2col buffer stays cache-sized (`kernels` explains the layout). A cache keeps r
 the forward's inputs, not copies: do not modify them in place before the backward.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -97,19 +98,28 @@ def _conv_geometry(kernel, stride, padding, dilation, out_h, out_w):
 
 
 # One im2col band of at most ~4 MB stays in the L2/L3 caches between being written by the
-# kernel and read by BLAS; at least 1024 columns keep the matrix product efficient.
+# kernel and read by BLAS; at least 1024 columns keep the matrix product efficient, unless
+# fewer are needed to give every worker thread two bands (a small map in one image).
 _BAND_BYTES = 4 * 2**20
 _MIN_BAND_COLUMNS = 1024
 
 
+def _band_rows(g, k_rows, dtype, min_bands=1):
+    """Output rows per band (an image's last band may have fewer), with at least `min_bands`
+    bands per image where the image has that many rows."""
+    rows = max(_BAND_BYTES // (max(k_rows, 1) * g.out_w * np.dtype(dtype).itemsize),
+               -(-_MIN_BAND_COLUMNS // g.out_w), 1)
+    return max(min(rows, -(-g.out_h // min_bands)), 1)
+
+
+def _bands(g, rows):
+    return [(i0, min(i0 + rows, g.out_h)) for i0 in range(0, g.out_h, rows)]
+
+
 def _band_buffer(g, k_rows, dtype):
     """Bands of output rows [i0, i1) and one flat buffer big enough for any band's im2col."""
-    itemsize = np.dtype(dtype).itemsize
-    rows = max(_BAND_BYTES // (max(k_rows, 1) * g.out_w * itemsize),
-               -(-_MIN_BAND_COLUMNS // g.out_w), 1)
-    rows = min(rows, g.out_h)
-    bands = [(i0, min(i0 + rows, g.out_h)) for i0 in range(0, g.out_h, rows)]
-    return bands, np.empty(k_rows * rows * g.out_w, dtype)
+    rows = _band_rows(g, k_rows, dtype)
+    return _bands(g, rows), np.empty(k_rows * rows * g.out_w, dtype)
 
 
 def _band_view(buffer, k_rows, i0, i1, g):
@@ -119,62 +129,130 @@ def _band_view(buffer, k_rows, i0, i1, g):
 
 
 def _im2col_matmul(x, w2d, g, bias=None):
-    """out[n] = w2d @ im2col(x[n]) (+ bias): (N, M, out_h*out_w), band by band.
+    """out[n] = w2d @ im2col(x[n]) (+ bias): (N, M, out_h*out_w), band by band, the bands of
+    all images shared among the worker threads (`kernels.run_in_workers`). Small images (the
+    mask head's 14x14 RoIs) go several to a band, side by side, so each product is wide.
     This is conv2d's forward and conv_transpose2d's input gradient."""
     n_img, (m_rows, k_rows) = x.shape[0], w2d.shape
-    out = np.empty((n_img, m_rows, g.out_h * g.out_w), x.dtype)
+    area = g.out_h * g.out_w
+    out = np.empty((n_img, m_rows, area), x.dtype)
     if g.pointwise:
-        np.matmul(w2d, x.reshape(n_img, k_rows, g.out_h * g.out_w), out=out)
-        if bias is not None:
-            out += bias[:, None]
-        return out
-    if bias is not None:
+        x = x.reshape(n_img, k_rows, area)
+    elif bias is not None:
         # the bias is the weight of an extra im2col row of ones: BLAS adds it for free
         w2d = np.concatenate([w2d, bias[:, None]], axis=1)
-    bands, buffer = _band_buffer(g, w2d.shape[1], x.dtype)
-    for n in range(n_img):
-        for i0, i1 in bands:
-            cols = _band_view(buffer, w2d.shape[1], i0, i1, g)
-            kernels.im2col_rows(x[n], cols[:k_rows], i0, i1, *g.taps)
+    # two bands per worker at least, so that a worker that falls behind is not waited for
+    min_pieces = 2 * kernels.worker_count()
+    rows = _band_rows(g, w2d.shape[1], x.dtype, -(-min_pieces // max(n_img, 1)))
+    group = 1 if rows < g.out_h else \
+        max(min(-(-_MIN_BAND_COLUMNS // area), n_img // min_pieces), 1)
+    if group > 1:  # (first image, last image + 1) per piece
+        pieces = [(n, min(n + group, n_img)) for n in range(0, n_img, group)]
+    else:  # (image, first row, last row + 1) per piece
+        pieces = [(n, i0, i1) for n in range(n_img) for i0, i1 in _bands(g, rows)]
+
+    def band(buffer, piece):
+        if group > 1:
+            images(buffer, *pieces[piece])
+            return
+        n, i0, i1 = pieces[piece]
+        columns = slice(i0 * g.out_w, i1 * g.out_w)
+        if g.pointwise:
+            np.matmul(w2d, x[n, :, columns], out=out[n, :, columns])
+            if bias is not None:
+                out[n, :, columns] += bias[:, None]
+            return
+        cols = _band_view(buffer, w2d.shape[1], i0, i1, g)
+        kernels.im2col_rows(x[n], cols[:k_rows], i0, i1, *g.taps)
+        if bias is not None:
+            cols[k_rows] = 1
+        np.matmul(w2d, cols, out=out[n, :, columns])
+
+    def images(buffer, n0, n1):
+        count = n1 - n0
+        cols = buffer[:w2d.shape[1] * count * area].reshape(w2d.shape[1], count, area)
+        if g.pointwise:
+            cols[:] = x[n0:n1].transpose(1, 0, 2)
+        else:
+            for n in range(n0, n1):
+                kernels.im2col_rows_into(x[n], buffer, count * area, (n - n0) * area, 0,
+                                         g.out_h, g.out_w, *g.taps)
             if bias is not None:
                 cols[k_rows] = 1
-            np.matmul(w2d, cols, out=out[n, :, i0 * g.out_w:i1 * g.out_w])
+        product = w2d @ cols.reshape(w2d.shape[1], count * area)
+        out[n0:n1] = product.reshape(m_rows, count, area).transpose(1, 0, 2)
+        if bias is not None and g.pointwise:
+            out[n0:n1] += bias[:, None]
+
+    columns = group * area if group > 1 else rows * g.out_w
+    size = w2d.shape[1] * columns
+    kernels.run_in_workers(band, len(pieces), lambda: np.empty(size, x.dtype))
     return out
 
 
 def _matmul_col2im(y, w2d, g, image_shape):
-    """image[n] = col2im(w2d^T @ y[n]), the adjoint of `_im2col_matmul`, band by band.
+    """image[n] = col2im(w2d^T @ y[n]), the adjoint of `_im2col_matmul`, band by band, the
+    bands shared among the worker threads. Two bands of an image overlap in it only when
+    they are neighbours, so the even bands run first, then the odd ones.
     This is conv2d's input gradient and conv_transpose2d's forward."""
-    n_img = y.shape[0]
-    if g.pointwise:
-        return np.matmul(w2d.T, y).reshape((n_img, *image_shape))
+    n_img, k_rows = y.shape[0], w2d.shape[1]
     image = np.zeros((n_img, *image_shape), y.dtype)
-    bands, buffer = _band_buffer(g, w2d.shape[1], y.dtype)
-    for n in range(n_img):
-        for i0, i1 in bands:
-            cols = _band_view(buffer, w2d.shape[1], i0, i1, g)
-            np.matmul(w2d.T, y[n, :, i0 * g.out_w:i1 * g.out_w], out=cols)
+    flat = image.reshape(n_img, k_rows, g.out_h * g.out_w) if g.pointwise else None
+    rows = _band_rows(g, k_rows, y.dtype, -(-2 * kernels.worker_count() // max(n_img, 1)))
+    bands = _bands(g, rows)
+    # the input rows of band b reach up to row (i1-1)*s - p + (k-1)*d, those of band b+2
+    # start at (i1+rows)*s - p: apart when (rows + 1) * s > (k - 1) * d
+    apart = g.pointwise or (rows + 1) * g.sh > (g.kh - 1) * g.dh
+    # a piece is a list of bands (image, i0, i1) that one worker runs in order
+    if apart:
+        phases = [[[(n, i0, i1)] for n in range(n_img) for i0, i1 in bands[first::2]]
+                  for first in (0, 1)]
+    else:
+        phases = [[[(n, i0, i1) for i0, i1 in bands] for n in range(n_img)]]
+
+    def piece(pieces, buffer, i):
+        for n, i0, i1 in pieces[i]:
+            columns = slice(i0 * g.out_w, i1 * g.out_w)
+            if g.pointwise:
+                np.matmul(w2d.T, y[n, :, columns], out=flat[n, :, columns])
+                continue
+            cols = _band_view(buffer, k_rows, i0, i1, g)
+            np.matmul(w2d.T, y[n, :, columns], out=cols)
             kernels.col2im_rows(cols, image[n], i0, i1, *g.taps)
+
+    size = 0 if g.pointwise else k_rows * rows * g.out_w
+    for pieces in phases:
+        kernels.run_in_workers(functools.partial(piece, pieces), len(pieces),
+                               lambda: np.empty(size, y.dtype))
     return image
 
 
 def _weight_gradient(x, y, g):
     """sum over images of y[n] @ im2col(x[n])^T: the weight gradient (M, C*kh*kw) when
-    y[n] (M, out_h*out_w) is the gradient of w2d @ im2col(x[n])."""
+    y[n] (M, out_h*out_w) is the gradient of w2d @ im2col(x[n]). The bands are dealt into one
+    fixed share per worker thread; each share is summed on its own, then the shares in
+    order, so the result does not depend on which thread ran what (training reproduces)."""
     n_img, m_rows = y.shape[:2]
     k_rows = x.shape[1] * g.kh * g.kw
-    grad = np.zeros((m_rows, k_rows), y.dtype)
-    if g.pointwise:
-        for n in range(n_img):
-            grad += y[n] @ x[n].reshape(k_rows, g.out_h * g.out_w).T
-        return grad
-    bands, buffer = _band_buffer(g, k_rows, y.dtype)
-    for n in range(n_img):
-        for i0, i1 in bands:
+    rows = _band_rows(g, k_rows, y.dtype, -(-2 * kernels.worker_count() // max(n_img, 1)))
+    pieces = [(n, i0, i1) for n in range(n_img) for i0, i1 in _bands(g, rows)]
+    flat_x = x.reshape(n_img, k_rows, g.out_h * g.out_w) if g.pointwise else None
+    shares = [np.zeros((m_rows, k_rows), y.dtype)
+              for _ in range(max(min(kernels.worker_count(), len(pieces)), 1))]
+
+    def share(buffer, j):
+        for n, i0, i1 in pieces[j::len(shares)]:
+            columns = slice(i0 * g.out_w, i1 * g.out_w)
+            if g.pointwise:
+                shares[j] += y[n, :, columns] @ flat_x[n, :, columns].T
+                continue
             cols = _band_view(buffer, k_rows, i0, i1, g)
             kernels.im2col_rows(x[n], cols, i0, i1, *g.taps)
-            grad += y[n, :, i0 * g.out_w:i1 * g.out_w] @ cols.T
-    return grad
+            shares[j] += y[n, :, columns] @ cols.T
+
+    size = 0 if g.pointwise else k_rows * rows * g.out_w
+    kernels.run_in_workers(share, len(shares), lambda: np.empty(size, y.dtype))
+    return sum(shares[1:], shares[0])
 
 
 def _conv_arguments(x, w, b, stride, padding, dilation, in_axis, out_axis, layout):
@@ -332,10 +410,22 @@ def linear(x, w, b=None):
                          f"(w shape {w.shape})")
     if b is not None:
         _check_vector(b, w.shape[0], "b")
-    out = x @ w.T
+    out = _matmul_row_blocks(x, w.T)
     if b is not None:
         out += b
     return out, (x, w, b is not None)
+
+
+def _matmul_row_blocks(a, b):
+    """a @ b, blocks of a's rows shared among the worker threads (`kernels.run_in_workers`)."""
+    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype))
+    block = max(-(-a.shape[0] // (2 * kernels.worker_count())), 64)
+
+    def rows(_, i):
+        np.matmul(a[i * block:(i + 1) * block], b, out=out[i * block:(i + 1) * block])
+
+    kernels.run_in_workers(rows, -(-a.shape[0] // block))
+    return out
 
 
 def linear_backward(dout, cache):
@@ -431,7 +521,9 @@ def frozen_batch_norm2d(x, weight, bias, running_mean, running_var, eps=1e-5):
     running_var = _check_vector(running_var, c, "running_var")
     scale = weight.astype(dtype) * (1 / np.sqrt(running_var.astype(dtype) + dtype.type(eps)))
     shift = bias.astype(dtype) - running_mean.astype(dtype) * scale
-    return x * scale[:, None, None] + shift[:, None, None], scale
+    out = np.empty(x.shape, dtype)
+    kernels.scale_shift_channels(np.ascontiguousarray(x), scale, shift, out)
+    return out, scale
 
 
 def frozen_batch_norm2d_backward(dout, cache):

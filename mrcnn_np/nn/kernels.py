@@ -1,4 +1,5 @@
-"""Numba hot loops of the layer library: im2col / col2im and max pooling.
+"""Numba hot loops of the layer library: im2col / col2im and max pooling, and the worker
+threads that run a convolution's matrix products.
 
 im2col turns a convolution into one matrix product (Chellapilla et al., 2006, "High
 performance convolutional neural networks for document processing"): row (c, ky, kx) and
@@ -10,15 +11,28 @@ The kernels work on a band of output rows `i0 <= i < i1` of one image, so `funct
 stream a large feature map through a cache-sized buffer instead of materialising the whole
 im2col matrix (9x the input for a 3x3 kernel). `im2col` and `col2im` are the whole-image
 versions that notebooks and tests look at. `functional.conv2d_reference` is the readable loop
-these are tested against.
+these are tested against. With the valid column range of every row computed up front, the
+inner loops are contiguous copies that LLVM vectorises, so one core streams a band at memory
+speed. The pooling kernels are parallel over (image, channel) planes, which they write
+race-free.
 
-im2col and col2im are serial on purpose: they run between two BLAS calls, whose worker
-threads keep spinning for a while after a product, and a parallel Numba loop fighting them
-for the cores made a 3x3 convolution 5x slower (benchmarks/bench_layers.py). With the valid
-column range of every row computed up front, the inner loops are contiguous copies that LLVM
-vectorises, so one core streams a band at memory speed. The pooling kernels are parallel over
-(image, channel) planes, which they write race-free.
+Threads. A multi-threaded OpenBLAS product makes its threads wait for each other, spinning,
+many times inside every call; when the machine has more runnable threads than cores, one
+descheduled thread stalls the others, and the whole model ran 2.7x slower on two threads than
+on one (benchmarks/bench_model.py on a shared 2-core machine). So `run_in_workers` hands
+independent pieces of work (bands of a convolution, row blocks of a product) to
+`numba.get_num_threads()` Python threads, each calling single-threaded BLAS and a `nogil`
+band kernel: a worker that falls behind only delays the end of the call, and a free worker
+takes the next piece. Where NumPy's OpenBLAS cannot be found (another BLAS), the pieces run
+one after another with the BLAS's own threads.
 """
+
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -34,28 +48,36 @@ def _valid_columns(offset, stride, width, out_w):
 
 # The kernels index flat views with unsigned integers: Numba then skips its negative-index
 # wraparound check, and LLVM vectorises the contiguous inner loops (2-3x faster than slices).
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def im2col_rows(x, cols, i0, i1, kh, kw, sh, sw, ph, pw, dh, dw):
     """Fill `cols` (C*kh*kw, (i1-i0)*out_w) with the receptive fields of output rows
     [i0, i1) of the image `x` (C, H, W), both C-contiguous. Taps in the zero padding read 0."""
+    im2col_rows_into(x, cols.ravel(), cols.shape[1], 0, i0, i1, cols.shape[1] // (i1 - i0),
+                     kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_rows_into(x, flat_cols, row_stride, offset, i0, i1, out_w, kh, kw, sh, sw, ph, pw,
+                     dh, dw):
+    """`im2col_rows` into the columns offset .. offset + (i1-i0)*out_w of a matrix whose rows
+    are `row_stride` apart in the flat buffer `flat_cols` (several images side by side)."""
     channels, height, width = x.shape
-    out_w = cols.shape[1] // (i1 - i0)
-    flat_x, flat_cols = x.ravel(), cols.ravel()
+    flat_x = x.ravel()
     for row in range(channels * kh * kw):
         c = row // (kh * kw)
         ky = (row // kw) % kh
-        offset = (row % kw) * dw - pw
-        j_lo, j_hi = _valid_columns(offset, sw, width, out_w)
+        shift = (row % kw) * dw - pw
+        j_lo, j_hi = _valid_columns(shift, sw, width, out_w)
         for i in range(i0, i1):
             y = i * sh - ph + ky * dh
-            base = row * cols.shape[1] + (i - i0) * out_w  # where output pixel (i, 0) goes
+            base = row * row_stride + offset + (i - i0) * out_w  # where pixel (i, 0) goes
             if y < 0 or y >= height:
                 j_lo_row, j_hi_row = 0, 0  # the whole row of taps is in the padding
             else:
                 j_lo_row, j_hi_row = j_lo, j_hi
             for j in range(j_lo_row):
                 flat_cols[np.uintp(base + j)] = 0
-            start = (c * height + y) * width + offset  # where input column j*sw + offset is
+            start = (c * height + y) * width + shift  # where input column j*sw + shift is
             if sw == 2:  # a constant stride vectorises (LLVM handles stride 1 by itself)
                 for j in range(j_lo_row, j_hi_row):
                     flat_cols[np.uintp(base + j)] = flat_x[np.uintp(start + j * 2)]
@@ -66,7 +88,7 @@ def im2col_rows(x, cols, i0, i1, kh, kw, sh, sw, ph, pw, dh, dw):
                 flat_cols[np.uintp(base + j)] = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def col2im_rows(cols, x, i0, i1, kh, kw, sh, sw, ph, pw, dh, dw):
     """The adjoint of `im2col_rows`: add every entry of `cols` into the pixel of `x`
     (C, H, W) it was read from (entries in the padding are dropped)."""
@@ -153,6 +175,22 @@ def max_pool_backward(dout, argmax, height, width):
 
 
 @numba.njit(cache=True, parallel=True)
+def scale_shift_channels(x, scale, shift, out):
+    """out[n, c] = x[n, c] * scale[c] + shift[c] for x and out (N, C, H, W) C-contiguous, the
+    (image, channel) planes in parallel; the product is rounded before the sum, as NumPy's
+    two operations. (`out` comes from NumPy: a large array allocated inside Numba was 4x
+    slower to fill.)"""
+    n_img, channels, height, width = x.shape
+    planes = x.reshape(n_img * channels, height * width)
+    out_planes = out.reshape(n_img * channels, height * width)
+    for plane in numba.prange(n_img * channels):
+        s, t = scale[plane % channels], shift[plane % channels]
+        src, dst = planes[plane], out_planes[plane]
+        for k in range(height * width):
+            dst[k] = src[k] * s + t
+
+
+@numba.njit(cache=True, parallel=True)
 def _parallel_probe(n):
     total = 0
     for i in numba.prange(n):
@@ -163,3 +201,90 @@ def _parallel_probe(n):
 def warm_up_parallel():
     """Run a tiny parallel kernel so Numba picks (and reports) its threading layer."""
     return _parallel_probe(8)
+
+
+# -- worker threads -----------------------------------------------------------------------------
+
+def _find_openblas_threads():
+    """(get, set) of the thread count of the OpenBLAS in NumPy's wheels, or None."""
+    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""),
+                               ("openblas", "")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                put.argtypes, get.restype = [ctypes.c_int], ctypes.c_int
+                return get, put
+    return None
+
+
+_OPENBLAS_THREADS = _find_openblas_threads()
+_REGION = threading.Lock()  # one worker region at a time: it changes BLAS's thread count
+_pool = None  # (ThreadPoolExecutor, its number of threads), made on first use
+
+
+def _forget_pool():
+    """In a forked child the pool's threads do not exist: make a new pool when needed."""
+    global _pool, _REGION
+    _pool, _REGION = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+@contextmanager
+def _single_threaded_blas():
+    get, put = _OPENBLAS_THREADS
+    previous = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(previous)
+
+
+def _executor(workers):
+    global _pool
+    if _pool is None or _pool[1] < workers:
+        if _pool is not None:
+            _pool[0].shutdown(wait=False)
+        _pool = (ThreadPoolExecutor(workers, thread_name_prefix="mrcnn_np"), workers)
+    return _pool[0]
+
+
+def worker_count():
+    """How many threads `run_in_workers` uses: Numba's thread count, if BLAS can be made
+    single-threaded (else 1)."""
+    return numba.get_num_threads() if _OPENBLAS_THREADS is not None else 1
+
+
+def run_in_workers(task, count, make_state=lambda: None):
+    """Call task(state, i) for i = 0 .. count-1, each i once, on `worker_count()` threads
+    (the caller's among them), each with its own state = make_state() (a scratch buffer).
+    Tasks must write disjoint outputs and release the GIL in their heavy parts (NumPy's
+    matmul, `nogil` kernels); BLAS runs single-threaded meanwhile. Exceptions propagate."""
+    workers = min(worker_count(), count)
+    if workers <= 1 or _REGION.locked():
+        state = make_state()
+        for i in range(count):
+            task(state, i)
+        return
+    items = iter(range(count))  # shared: each next() hands out one item (under the GIL)
+
+    def work():
+        state = make_state()
+        for i in items:
+            task(state, i)
+
+    with _REGION, _single_threaded_blas():
+        futures = [_executor(workers - 1).submit(work) for _ in range(workers - 1)]
+        try:
+            work()
+        finally:
+            for future in futures:
+                future.result()

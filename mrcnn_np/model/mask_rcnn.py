@@ -80,6 +80,9 @@ class MaskRCNN(Module):
         from .transform import check_images
 
         images = check_images(images)
+        # the model computes in its parameters' dtype (float64 only after astype, for checks)
+        dtype = next(self.parameters()).data.dtype
+        images = [image.astype(dtype, copy=False) for image in images]
         if targets is not None:
             num_kp = None
             if self.roi_heads.has_keypoint:

@@ -217,13 +217,13 @@ class RoIHeads(Module):
         Returns per image: sampled proposals, matched gt index, class label, box targets."""
         out_props, out_idxs, out_labels, out_targets = [], [], [], []
         for props, target in zip(proposals, targets):
-            gt_boxes = np.asarray(target["boxes"], np.float32).reshape(-1, 4)
+            gt_boxes = np.asarray(target["boxes"], props.dtype).reshape(-1, 4)
             gt_labels = np.asarray(target["labels"], np.int64).reshape(-1)
-            props = np.concatenate([props, gt_boxes]).astype(np.float32)
+            props = np.concatenate([props, gt_boxes])
             if len(gt_boxes) == 0:
                 matched = np.zeros(len(props), np.int64)
                 labels = np.zeros(len(props), np.int64)
-                gt_boxes = np.zeros((1, 4), np.float32)
+                gt_boxes = np.zeros((1, 4), props.dtype)
             else:
                 matches = self.proposal_matcher(box_iou(gt_boxes, props))
                 matched = np.maximum(matches, 0)

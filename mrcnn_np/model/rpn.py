@@ -150,6 +150,7 @@ class RegionProposalNetwork(Module):
         # every image of the padded batch has the same anchors
         anchors, num_anchors_per_level = self.anchor_generator(
             images.tensors.shape[-2:], [f.shape[-2:] for f in levels])
+        anchors = anchors.astype(deltas[0].dtype, copy=False)  # the features' dtype, as torchvision
         obj_flat, deltas_flat = flatten_predictions(objectness, deltas)
         n = obj_flat.shape[0]
         proposals = self.box_coder.decode(deltas_flat.reshape(-1, 4), np.tile(anchors, (n, 1)))
@@ -192,13 +193,13 @@ class RegionProposalNetwork(Module):
         """Per image: labels 1 (positive), 0 (negative), -1 (ignored) and the matched gt box."""
         labels, matched = [], []
         for target in targets:
-            gt = np.asarray(target["boxes"], np.float32).reshape(-1, 4)
+            gt = np.asarray(target["boxes"], anchors.dtype).reshape(-1, 4)
             if len(gt) == 0:
-                labels.append(np.zeros(len(anchors), np.float32))
+                labels.append(np.zeros(len(anchors), anchors.dtype))
                 matched.append(np.zeros_like(anchors))
                 continue
             matches = self.proposal_matcher(box_iou(gt, anchors))
-            label = (matches >= 0).astype(np.float32)
+            label = (matches >= 0).astype(anchors.dtype)
             label[matches == Matcher.BETWEEN_THRESHOLDS] = -1.0
             labels.append(label)
             matched.append(gt[np.maximum(matches, 0)])

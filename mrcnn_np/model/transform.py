@@ -64,8 +64,9 @@ class GeneralizedRCNNTransform(Module):
         super().__init__()
         self.min_size = (min_size,) if np.isscalar(min_size) else tuple(min_size)
         self.max_size = max_size
-        self.image_mean = np.asarray(image_mean, np.float32)
-        self.image_std = np.asarray(image_std, np.float32)
+        # kept as given and cast to each image's dtype, as torchvision does
+        self.image_mean = np.asarray(image_mean, np.float64)
+        self.image_std = np.asarray(image_std, np.float64)
         self.size_divisible = size_divisible
         # picks a training size when min_size has several choices
         self.rng = rng if rng is not None else np.random.default_rng(0)
@@ -87,8 +88,10 @@ class GeneralizedRCNNTransform(Module):
         return ImageList(self.batch_images(resized), image_sizes), targets
 
     def normalize(self, image):
-        image = image.astype(np.float32, copy=False)
-        return (image - self.image_mean[:, None, None]) / self.image_std[:, None, None]
+        """(image - mean) / std in the image's dtype (float32 at least)."""
+        image = image.astype(np.result_type(image.dtype, np.float32), copy=False)
+        mean = self.image_mean.astype(image.dtype)[:, None, None]
+        return (image - mean) / self.image_std.astype(image.dtype)[:, None, None]
 
     def _pick_size(self):
         if not self.training or len(self.min_size) == 1:
@@ -101,7 +104,7 @@ class GeneralizedRCNNTransform(Module):
         image = resize_bilinear(image, size=(new_h, new_w))[0]
         if target is None:
             return image, None
-        target = resize_target(target, (h, w), (new_h, new_w))
+        target = resize_target(target, (h, w), (new_h, new_w), image.dtype)
         return image, target
 
     def batch_images(self, images):
@@ -109,7 +112,7 @@ class GeneralizedRCNNTransform(Module):
         max_h = max(img.shape[1] for img in images)
         max_w = max(img.shape[2] for img in images)
         batch = np.zeros((len(images), 3, int(math.ceil(max_h / d) * d),
-                          int(math.ceil(max_w / d) * d)), np.float32)
+                          int(math.ceil(max_w / d) * d)), images[0].dtype)
         for i, img in enumerate(images):
             batch[i, :, : img.shape[1], : img.shape[2]] = img
         return batch
@@ -133,15 +136,16 @@ class GeneralizedRCNNTransform(Module):
         return result
 
 
-def resize_target(target, old_size, new_size):
-    """Scale boxes and keypoints by the float32 size ratios; nearest-resize masks."""
+def resize_target(target, old_size, new_size, dtype=np.float32):
+    """Scale boxes (as `dtype`, the image's) and keypoints (float32, which torchvision requires
+    of them) by the float32 size ratios; nearest-resize masks."""
     (h, w), (new_h, new_w) = old_size, new_size
     ratio_h = np.float32(new_h) / np.float32(h)
     ratio_w = np.float32(new_w) / np.float32(w)
     target = dict(target)
     if "boxes" in target:
-        boxes = np.asarray(target["boxes"], np.float32)
-        target["boxes"] = boxes * np.array([ratio_w, ratio_h, ratio_w, ratio_h], np.float32)
+        boxes = np.asarray(target["boxes"], dtype)
+        target["boxes"] = boxes * np.array([ratio_w, ratio_h, ratio_w, ratio_h], dtype)
     if "masks" in target:
         target["masks"] = resize_nearest(np.asarray(target["masks"]), (new_h, new_w))
     if "keypoints" in target:

@@ -34,34 +34,37 @@ def _check(x, name="x"):
     return x
 
 
-def _scale(n_in, n_out, scale_factor):
+def _scale(n_in, n_out, scale_factor, dtype):
     if scale_factor is not None:
-        return np.float32(1.0 / scale_factor)
-    return np.float32(n_in) / np.float32(n_out)
+        return dtype(1.0 / scale_factor)
+    return dtype(n_in) / dtype(n_out)
 
 
 def _size_and_scales(x, size, scale_factor):
     n_h, n_w = x.shape[-2:]
+    # torch's scales and source positions are in float for a float input, double for a double
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
     if (size is None) == (scale_factor is None):
         raise ValueError("give exactly one of size=(h, w) and scale_factor")
     if size is None:
         sf = (scale_factor, scale_factor) if np.isscalar(scale_factor) else tuple(scale_factor)
         out_h, out_w = int(math.floor(n_h * sf[0])), int(math.floor(n_w * sf[1]))
-        return (out_h, out_w), (_scale(n_h, out_h, sf[0]), _scale(n_w, out_w, sf[1]))
+        return (out_h, out_w), (_scale(n_h, out_h, sf[0], dtype), _scale(n_w, out_w, sf[1], dtype))
     out_h, out_w = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
     if out_h < 1 or out_w < 1:
         raise ValueError(f"size: expected positive sizes, got {(out_h, out_w)}")
-    return (out_h, out_w), (_scale(n_h, out_h, None), _scale(n_w, out_w, None))
+    return (out_h, out_w), (_scale(n_h, out_h, None, dtype), _scale(n_w, out_w, None, dtype))
 
 
 def linear_weights(n_in, n_out, scale):
-    """Per output index: the two source indices and their weights (float32)."""
-    d = np.arange(n_out, dtype=np.float32)
-    src = np.maximum(scale * (d + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    """Per output index: the two source indices and their weights (in the scale's dtype)."""
+    dtype = np.asarray(scale).dtype.type
+    d = np.arange(n_out, dtype=dtype)
+    src = np.maximum(scale * (d + dtype(0.5)) - dtype(0.5), dtype(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    l1 = np.clip(src - i0, 0, 1).astype(np.float32)
-    return i0, i1, (np.float32(1) - l1), l1
+    l1 = np.clip(src - i0, 0, 1).astype(dtype)
+    return i0, i1, (dtype(1) - l1), l1
 
 
 def resize_bilinear(x, size=None, scale_factor=None):

@@ -22,19 +22,21 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, M):
     gt_masks = np.asarray(gt_masks)
     if gt_masks.ndim != 3:
         raise ValueError(f"gt_masks: expected (G, H, W), got shape {gt_masks.shape}")
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    # float64 boxes (of a float64 model) keep float64, as torchvision's `gt_masks.to(rois)`
+    dtype = np.float64 if np.asarray(boxes).dtype == np.float64 else np.float32
+    boxes = np.asarray(boxes, dtype).reshape(-1, 4)
     matched_idxs = np.asarray(matched_idxs).reshape(-1)
     if len(matched_idxs) != len(boxes):
         raise ValueError(f"matched_idxs: expected {len(boxes)} entries, got {len(matched_idxs)}")
     if len(boxes) == 0:
-        return np.zeros((0, M, M), np.float32)
+        return np.zeros((0, M, M), dtype)
     if not np.issubdtype(matched_idxs.dtype, np.integer) or matched_idxs.min() < 0 \
             or matched_idxs.max() >= len(gt_masks):
         raise ValueError(f"matched_idxs: expected integer gt indices in [0, {len(gt_masks)}), "
                          f"got {matched_idxs.dtype} values in "
                          f"[{matched_idxs.min()}, {matched_idxs.max()}]")
-    rois = np.concatenate([matched_idxs[:, None].astype(np.float32), boxes], axis=1)
-    masks = gt_masks[:, None].astype(np.float32)
+    rois = np.concatenate([matched_idxs[:, None].astype(dtype), boxes], axis=1)
+    masks = gt_masks[:, None].astype(dtype)
     return roi_align(masks, rois, (M, M), 1.0, sampling_ratio=-1, aligned=False)[:, 0]
 
 

@@ -165,7 +165,7 @@ SMALL = {
     "min_size": 256, "max_size": 256, "anchor_sizes": ((16,), (32,), (64,), (128,), (256,)),
     "rpn_pre_nms_top_n_train": 600, "rpn_pre_nms_top_n_test": 300,
     "rpn_post_nms_top_n_train": 300, "rpn_post_nms_top_n_test": 100,
-    "box_representation_size": 256, "box_batch_size_per_image": 128,
+    "box_representation_size": 256, "box_batch_size_per_image": 64,
     "mask_layers": (64, 64, 64, 64),
 }
 

@@ -69,3 +69,51 @@ def test_empty_dataset_is_rejected(tmp_path):
     model = mn.models.maskrcnn_small(num_classes=2, **MICRO)
     with pytest.raises(ValueError, match="dataset"):
         Trainer(model, [], tmp_path)
+
+
+class CrowdDataset(TinyDataset):
+    """TinyDataset's image 0 plus a crowd region over its left half."""
+
+    def __getitem__(self, index):
+        image, target = super().__getitem__(0)
+        crowd = np.zeros((1, 64, 64), np.uint8)
+        crowd[0, :, :32] = 1
+        return image, {"boxes": np.concatenate([target["boxes"], [[0, 0, 32, 64]]]),
+                       "labels": np.array([1, 1]), "masks": np.concatenate([target["masks"],
+                                                                            crowd]),
+                       "iscrowd": np.array([0, 1])}
+
+
+def test_crowd_regions_are_dropped_from_the_targets(tmp_path):
+    model = mn.models.maskrcnn_small(num_classes=2, **MICRO)
+    trainer = Trainer(model, CrowdDataset(), tmp_path, hflip=False, progress=False)
+    image, target = trainer._load(0)
+    # image 0's square: x = 12, y = 8, side 20 -> [12, 8, 32, 28]; the crowd box is gone
+    np.testing.assert_array_equal(target["boxes"], [[12, 8, 32, 28]])
+    np.testing.assert_array_equal(target["labels"], [1])
+    assert target["masks"].shape == (1, 64, 64) and target["masks"][0, 8:28, 12:32].all()
+    assert image.shape == (3, 64, 64) and image.dtype == np.float32
+
+
+def test_flips_are_drawn_from_the_trainers_generator(tmp_path):
+    model = mn.models.maskrcnn_small(num_classes=2, **MICRO)
+    trainer = Trainer(model, TinyDataset(), tmp_path, seed=3, progress=False)
+    draws = np.random.default_rng(3).random(8) < 0.5  # one draw per loaded image
+    assert draws.any() and not draws.all()
+    for flipped in draws:
+        image, target = trainer._load(0)
+        # mirrored in a 64 px wide image: x1' = 64 - 32 = 32, x2' = 64 - 12 = 52
+        expected = [[32, 8, 52, 28]] if flipped else [[12, 8, 32, 28]]
+        np.testing.assert_array_equal(target["boxes"], expected)
+        x1 = int(expected[0][0])
+        assert (image[:, 8:28, x1:x1 + 20] > 0.8).all()  # the square's pixels moved too
+        assert target["masks"][0, 8:28, x1:x1 + 20].all() and target["masks"].sum() == 400
+
+
+def test_train_step_on_a_given_batch_matches_the_next_batch(tmp_path):
+    a, b = make_trainer(tmp_path, "a"), make_trainer(tmp_path, "b")
+    for _ in range(2):
+        record = a.train_step()
+        images, targets = b.next_batch()
+        assert len(images) == len(targets) == 2
+        assert b.train_step(batch=(images, targets)) == record

@@ -138,3 +138,18 @@ def plot_precision_recall(ax, evaluator, iou_thresholds=(0.5, 0.75, 0.95), area_
     ax.set_ylim(0, 1.02)
     ax.legend()
     return ax
+
+
+def plot_loss_curves(ax, history, window=20):
+    """Every `loss_*` of a training history (the Trainer's records) against the step, as a
+    moving mean over `window` steps, on a log scale."""
+    names = [k for k in history[0] if k.startswith("loss_")] if history else []
+    steps = np.array([r["step"] for r in history])
+    for name in names:
+        values = np.array([r[name] for r in history])
+        w = min(window, len(values))
+        ax.plot(steps[w - 1:], np.convolve(values, np.ones(w) / w, mode="valid"), label=name)
+    ax.set(xlabel="step", ylabel=f"loss (moving mean of {window})", yscale="log")
+    if names:
+        ax.legend(fontsize=7)
+    return ax

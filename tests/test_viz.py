@@ -56,3 +56,19 @@ def test_precision_recall_plot_has_one_curve_per_threshold():
     assert [line.get_label() for line in ax.lines] == [
         "IoU 0.50: AP 1.000", "IoU 0.75: AP 0.000", "IoU 0.95: AP 0.000"]
     plt.close(fig)
+
+
+def test_loss_curves_are_moving_means_of_each_loss():
+    from mrcnn_np.viz import plot_loss_curves
+
+    history = [{"step": s, "loss_mask": float(s), "loss_box_reg": 1.0, "lr": 0.1}
+               for s in range(1, 6)]
+    fig, ax = plt.subplots()
+    plot_loss_curves(ax, history, window=2)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"loss_mask", "loss_box_reg"}  # not lr
+    # means of (1, 2), (2, 3), ... drawn at the window's last step
+    np.testing.assert_array_equal(lines["loss_mask"].get_xdata(), [2, 3, 4, 5])
+    np.testing.assert_array_equal(lines["loss_mask"].get_ydata(), [1.5, 2.5, 3.5, 4.5])
+    assert ax.get_yscale() == "log"
+    plt.close(fig)

@@ -9,8 +9,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 from ..data import CocoDataset, ShapesDataset, to_tensor
 from ..io.weights import save_npz
 from .trainer import Trainer
@@ -100,16 +98,10 @@ def save_loss_curves(path, history):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [k for k in history[0] if k.startswith("loss_")] if history else []
+    from ..viz import plot_loss_curves
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = np.array([r["step"] for r in history])
-    for name in names:
-        values = np.array([r[name] for r in history])
-        window = min(20, len(values))
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(steps[window - 1:], smooth, label=name)
-    ax.set(xlabel="step", ylabel="loss (moving mean of 20)", yscale="log")
-    ax.legend(fontsize=7)
+    plot_loss_curves(ax, history)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -42,20 +42,6 @@ def coco_folder(folder):
     return CocoDataset(annotations, images)
 
 
-def fit_within(trainer, seconds, calibration_steps=3):
-    """Train for about `seconds`: time a few steps after the first (which compiles Numba's
-    kernels on a fresh machine), then set the iteration count, and with it the learning-rate
-    schedule, to what fits in the remaining time. Returns the logged records."""
-    start = time.perf_counter()
-    history = trainer.fit(until=trainer.step + 1)  # pays for compilation: not representative
-    tick = time.perf_counter()
-    history += trainer.fit(until=trainer.step + calibration_steps)
-    per_step = (time.perf_counter() - tick) / calibration_steps
-    remaining = seconds - (time.perf_counter() - start)
-    trainer.iterations = trainer.step + max(1, int(remaining / per_step))
-    return history + trainer.fit()
-
-
 def detect(model, dataset, indices):
     """Inference on dataset items -> list of (image, target, detections)."""
     model.eval()
@@ -173,7 +159,7 @@ def train_run(model, dataset, val_dataset, out_dir, class_names, iterations=None
     if resume is not None:
         trainer.load_checkpoint(resume)
     start = time.perf_counter()
-    history = fit_within(trainer, minutes * 60) if minutes else trainer.fit()
+    history = trainer.fit(seconds=minutes * 60) if minutes else trainer.fit()
     seconds = time.perf_counter() - start
     trainer.save_checkpoint(Path(out_dir) / "checkpoint.npz")
     summary = write_report(out_dir, model, trainer, history, val_dataset, class_names, seconds)

@@ -96,16 +96,26 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def fit(self, until=None):
-        """Train until step `until` (default: `iterations`); returns the logged records."""
+    def fit(self, until=None, seconds=None):
+        """Train until step `until` (default: `iterations`), or for about `seconds`; returns
+        the logged records.
+
+        With `seconds`, the iteration count, and with it the learning-rate schedule, is set
+        after every step to what fits in the time left at the mean step time so far. The first
+        step is left out of that mean: on a fresh machine it compiles Numba's kernels. Steps
+        slow down as training goes on (more proposals become positive and reach the mask
+        head), so a plan made once from the first few steps overran a 2.5-minute budget by a
+        third."""
+        if until is not None and seconds is not None:
+            raise ValueError("until, seconds: give at most one of them")
         stop = self.iterations if until is None else min(until, self.iterations)
         history = []
-        bar = tqdm(total=self.iterations, initial=self.step,
-                   disable=not self.progress or until is not None, desc="train",
-                   dynamic_ncols=True)
+        bar = tqdm(total=self.iterations, initial=self.step, disable=not self.progress,
+                   desc="train", dynamic_ncols=True)
         start = time.perf_counter()
+        first_step_end = None
         with open(self.log_path, "a") as log:
-            while self.step < stop:
+            while self.step < (self.iterations if seconds is not None else stop):
                 record = {"step": self.step + 1, **self.train_step(),
                           "time": time.perf_counter() - start}
                 if self.eval_every and self.val_dataset is not None and \
@@ -116,6 +126,15 @@ class Trainer:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 history.append(record)
+                if seconds is not None:
+                    now = time.perf_counter()
+                    if first_step_end is None:
+                        first_step_end = now
+                    else:
+                        per_step = (now - first_step_end) / (len(history) - 1)
+                        left = seconds - (now - start)
+                        self.iterations = self.step + max(int(left / per_step), 0)
+                        bar.total = self.iterations
                 bar.set_postfix(loss=f"{record['loss']:.3f}",
                                 mask=f"{record.get('loss_mask', 0):.3f}")
                 bar.update(1)

@@ -117,3 +117,41 @@ def test_train_step_on_a_given_batch_matches_the_next_batch(tmp_path):
         images, targets = b.next_batch()
         assert len(images) == len(targets) == 2
         assert b.train_step(batch=(images, targets)) == record
+
+
+def test_a_zero_time_budget_runs_the_compile_step_and_one_timed_step(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.iterations = 10**9  # as train_run sets it for a time budget
+    history = trainer.fit(seconds=0.0)
+    assert trainer.iterations == trainer.step == 2
+    assert [r["step"] for r in history] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in history)
+
+
+def test_the_time_budget_is_replanned_as_steps_slow_down(tmp_path, monkeypatch):
+    # a fake clock: step k (1-based) takes 10 s (the compile step), then 1 s up to step 10,
+    # then 2 s; the budget is 40 s
+    from mrcnn_np.train import trainer as trainer_module
+
+    trainer = make_trainer(tmp_path)
+    trainer.iterations = 10**9
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock["now"])
+
+    def fake_step(batch=None):
+        trainer.step += 1
+        clock["now"] += 10.0 if trainer.step == 1 else 1.0 if trainer.step <= 10 else 2.0
+        return {"loss": 1.0, "lr": 0.0}
+
+    monkeypatch.setattr(trainer, "train_step", fake_step)
+    history = trainer.fit(seconds=40.0)
+    # after step 10 (19 s) the mean of steps 2..10 is 1 s: 21 more planned, to step 31.
+    # Steps of 2 s raise the mean and shrink the plan: after step 13 (25 s, mean 15/12 s)
+    # to 13 + int(15 / 1.25) = 25, ..., after step 20 (39 s, mean 29/19 s, 1 s left) to 20.
+    assert trainer.step == trainer.iterations == 20 == len(history)
+    assert clock["now"] == 39.0  # within the budget; the first plan (31 steps) ended at 61 s
+
+
+def test_fit_takes_a_step_limit_or_a_time_budget_not_both(tmp_path):
+    with pytest.raises(ValueError, match="until, seconds"):
+        make_trainer(tmp_path).fit(until=2, seconds=1.0)

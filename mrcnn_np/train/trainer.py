@@ -110,8 +110,9 @@ class Trainer:
             raise ValueError("until, seconds: give at most one of them")
         stop = self.iterations if until is None else min(until, self.iterations)
         history = []
-        bar = tqdm(total=self.iterations, initial=self.step, disable=not self.progress,
-                   desc="train", dynamic_ncols=True)
+        # with a time budget the step count is known from the second step on
+        bar = tqdm(total=None if seconds is not None else self.iterations, initial=self.step,
+                   disable=not self.progress, desc="train", dynamic_ncols=True)
         start = time.perf_counter()
         first_step_end = None
         with open(self.log_path, "a") as log:

@@ -1,6 +1,7 @@
 """conv2d forward and backward at ResNet-50-FPN shapes: mrcnn_np vs torch, same process, same
 inputs, same thread count. Prints ours/torch time ratios and the extra memory our im2col needs
-(the band buffer that is streamed through, next to what a whole-image im2col would take).
+(the band buffers streamed through, one per worker thread, next to what a whole-image im2col
+would take).
 
     python benchmarks/bench_layers.py [--repeats 5] [--rounds 3]
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from mrcnn_np.nn import functional as F
+from mrcnn_np.nn import kernels
 
 # (name, C_in, C_out, kernel, stride, H, W): batch 1, the shapes of an 800x1088 input
 SHAPES = [
@@ -39,13 +41,17 @@ def best_time(fn, repeats):
 
 
 def im2col_megabytes(c_in, k, s, h, w):
-    """(band buffer, whole-image im2col) in MB; a 1x1 stride-1 convolution needs neither."""
+    """(band buffers of all workers, whole-image im2col) in MB for one image with a bias, as
+    the forward sizes them; a 1x1 stride-1 convolution needs neither."""
     out_h, out_w = F.conv_output_size(h, k, s, k // 2, 1), F.conv_output_size(w, k, s, k // 2, 1)
     g = F.ConvGeometry(k, k, s, s, k // 2, k // 2, 1, 1, out_h, out_w)
     if g.pointwise:
         return 0.0, 0.0
-    _, buffer = F._band_buffer(g, c_in * k * k, np.float32)
-    return buffer.nbytes / 2**20, c_in * k * k * out_h * out_w * 4 / 2**20
+    k_rows = c_in * k * k + 1  # + the bias row of ones
+    workers = kernels.worker_count()
+    rows = F._band_rows(g, k_rows, np.float32, 2 * workers)
+    band = k_rows * rows * out_w * 4 * workers
+    return band / 2**20, c_in * k * k * out_h * out_w * 4 / 2**20
 
 
 def bench_shape(rng, name, c_in, c_out, k, s, h, w, repeats, rounds):

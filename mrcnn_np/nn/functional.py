@@ -116,12 +116,6 @@ def _bands(g, rows):
     return [(i0, min(i0 + rows, g.out_h)) for i0 in range(0, g.out_h, rows)]
 
 
-def _band_buffer(g, k_rows, dtype):
-    """Bands of output rows [i0, i1) and one flat buffer big enough for any band's im2col."""
-    rows = _band_rows(g, k_rows, dtype)
-    return _bands(g, rows), np.empty(k_rows * rows * g.out_w, dtype)
-
-
 def _band_view(buffer, k_rows, i0, i1, g):
     """A C-contiguous (k_rows, (i1-i0)*out_w) view of the front of `buffer`."""
     columns = (i1 - i0) * g.out_w
